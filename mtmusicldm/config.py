@@ -1,0 +1,259 @@
+"""`params.yaml` as typed, frozen, validated dataclasses.
+
+One strict loader (`params_from_dict`) turns the parsed YAML mapping into `Params`: an unknown key, a missing key, a
+value of the wrong type or out of range raises `ParamsError` naming the dotted key (e.g. `prepare.train_views`).
+Defaults live in exactly one place, `params.yaml`; the dataclasses here have none. The library never parses YAML
+itself: `pipeline/_common.py` reads the file and calls `params_from_dict`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mtmusicldm import STEMS
+
+__all__ = [
+    "ParamsError",
+    "Params",
+    "AudioParams",
+    "DataParams",
+    "SyntheticParams",
+    "PrepareParams",
+    "params_from_dict",
+    "params_to_dict",
+]
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SourceKind = Literal["synthetic", "slakh", "msdm", "babyslakh"]
+
+
+class ParamsError(ValueError):
+    """A params file failed validation; the message starts with the dotted key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"params: {key}: {message}")
+        self.key = key
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ParamsError(key, message)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    """Audio front-end shared by every stage."""
+
+    sample_rate: int  # Hz; the MusicLDM mel front-end is defined at 16 kHz
+    segment_samples: int  # samples per training/evaluation segment (paper: 163840 = 10.24 s)
+
+    def validate(self, key: str) -> None:
+        _check(self.sample_rate == 16000, f"{key}.sample_rate",
+               f"must be 16000 (the MusicLDM mel front-end, VAE and HiFi-GAN are 16 kHz models), got {self.sample_rate}")
+        # 160-sample hop; the VAE downsamples mel frames by 4 and the UNet time axis by up to 8 more.
+        _check(self.segment_samples > 0 and self.segment_samples % (160 * 32) == 0, f"{key}.segment_samples",
+               f"must be a positive multiple of 5120 (hop 160 x 32 frames), got {self.segment_samples}")
+
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_samples / self.sample_rate
+
+    @property
+    def mel_frames(self) -> int:
+        """Mel frames per segment after the official crop (the n/hop + 1-th frame is dropped)."""
+        return self.segment_samples // 160
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Which multi-track corpus to use and how to read it."""
+
+    source: SourceKind  # synthetic = the embedded procedural band dataset (no download)
+    local_root: str | None  # an existing copy of the corpus; null = download (or generate) into the stage output
+    missing_stem_policy: Literal["drop", "silent"]  # a track lacking a class: drop it (official) or keep it silent
+    silence_threshold_db: float  # a stem whose RMS is below this (dBFS) is flagged silent
+    babyslakh_split: dict[str, float]  # BabySlakh has no splits: fractions for validation/test by track-id hash
+
+    def validate(self, key: str) -> None:
+        _check(-120.0 <= self.silence_threshold_db <= 0.0, f"{key}.silence_threshold_db",
+               f"must be in [-120, 0] dBFS, got {self.silence_threshold_db}")
+        _check(set(self.babyslakh_split) == {"validation", "test"}, f"{key}.babyslakh_split",
+               f"must have exactly the keys validation and test, got {sorted(self.babyslakh_split)}")
+        for split, frac in self.babyslakh_split.items():
+            _check(0.0 <= frac < 1.0, f"{key}.babyslakh_split.{split}", f"must be in [0, 1), got {frac}")
+        _check(sum(self.babyslakh_split.values()) < 1.0, f"{key}.babyslakh_split",
+               "validation + test must leave some tracks for training")
+        if self.local_root is not None:
+            _check(bool(self.local_root.strip()), f"{key}.local_root", "must be null or a non-empty path")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The embedded procedural band dataset (written in Slakh2100's layout)."""
+
+    tracks: dict[str, int]  # tracks per split
+    min_seconds: float
+    max_seconds: float
+    sample_rate: int  # Slakh2100's rate is 44100
+    extra_stem_prob: float  # chance of an extra stem of an ignored class (strings, synth, organ)
+    dropout_prob: float  # chance a stem drops out for a bar
+    seed: int
+
+    def validate(self, key: str) -> None:
+        _check(set(self.tracks) == set(SPLITS), f"{key}.tracks",
+               f"must have exactly the keys {list(SPLITS)}, got {sorted(self.tracks)}")
+        for split, n in self.tracks.items():
+            _check(n >= 1, f"{key}.tracks.{split}", f"must be >= 1, got {n}")
+        _check(1.0 <= self.min_seconds <= self.max_seconds <= 600.0, f"{key}.min_seconds",
+               f"need 1 <= min_seconds <= max_seconds <= 600, got {self.min_seconds}, {self.max_seconds}")
+        _check(8000 <= self.sample_rate <= 192000, f"{key}.sample_rate", f"out of range: {self.sample_rate}")
+        for name in ("extra_stem_prob", "dropout_prob"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"{key}.{name}", f"must be a probability in [0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """Resampling to 16 kHz and cutting segments into WebDataset shards."""
+
+    train_views: int  # randomly shifted views of every training chunk (the paper trains on shifted segments)
+    max_shift_fraction: float  # training shift drawn uniformly in +-fraction*segment (official: 0.5 = +-5.12 s)
+    max_track_seconds: float  # longer tracks are cut here (official: 640 s)
+    samples_per_shard: int
+    audio_format: Literal["flac", "npy"]  # flac = PCM_24 FLAC per stem, npy = float32 arrays
+    workers: int  # processes decoding/resampling tracks (0 = in-process)
+
+    def validate(self, key: str) -> None:
+        _check(1 <= self.train_views <= 64, f"{key}.train_views", f"must be in [1, 64], got {self.train_views}")
+        _check(0.0 <= self.max_shift_fraction <= 1.0, f"{key}.max_shift_fraction",
+               f"must be in [0, 1], got {self.max_shift_fraction}")
+        _check(self.max_track_seconds > 0, f"{key}.max_track_seconds", "must be > 0")
+        _check(1 <= self.samples_per_shard <= 100000, f"{key}.samples_per_shard",
+               f"must be in [1, 100000], got {self.samples_per_shard}")
+        _check(0 <= self.workers <= 64, f"{key}.workers", f"must be in [0, 64], got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole `params.yaml`."""
+
+    seed: int
+    stems: tuple[str, ...]
+    audio: AudioParams
+    data: DataParams
+    synthetic: SyntheticParams
+    prepare: PrepareParams
+
+    def validate(self, key: str = "") -> None:
+        _check(0 <= self.seed < 2**63, "seed", f"must be a non-negative 64-bit integer, got {self.seed}")
+        _check(tuple(self.stems) == STEMS, "stems",
+               f"must be exactly {list(STEMS)} (the order of the S axis everywhere), got {list(self.stems)}")
+        _check(self.prepare.max_track_seconds * self.audio.sample_rate >= self.audio.segment_samples,
+               "prepare.max_track_seconds", "must be at least one segment long")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Strict construction
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and return it in its typed form (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            _check(type(None) in args, key, "must not be null")
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(value, a, key)
+            except ParamsError as e:
+                errors.append(str(e))
+        raise ParamsError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        _check(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected a boolean, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML 1.1 reads `1e-4` (no dot) as a string: reject it with a hint rather than guessing.
+        if isinstance(value, str):
+            raise ParamsError(key, f"expected a number, got the string {value!r} (write floats as 1.0e-4)")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        _check(math.isfinite(float(value)), key, f"must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _check(isinstance(value, Mapping), key, f"expected a mapping, got {value!r}")
+        k_tp, v_tp = args
+        return {_coerce(k, k_tp, f"{key}.<key>"): _coerce(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module, not in the params
+
+
+def _build(cls: type, raw: Any, key: str) -> Any:
+    where = key or "<top level>"
+    if not isinstance(raw, Mapping):
+        raise ParamsError(where, f"expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(f"{key}.{unknown[0]}" if key else str(unknown[0]),
+                          f"unknown key (allowed here: {', '.join(fields)})")
+    missing = [f for f in fields if f not in raw]
+    if missing:
+        raise ParamsError(f"{key}.{missing[0]}" if key else missing[0], "missing key")
+    values = {f: _coerce(raw[f], hints[f], f"{key}.{f}" if key else f) for f in fields}
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(key)
+    return obj
+
+
+def params_from_dict(raw: Mapping[str, Any]) -> Params:
+    """Build and validate `Params` from a parsed `params.yaml` mapping.
+
+    Raises:
+        ParamsError: naming the first offending dotted key.
+    """
+    return _build(Params, raw, "")
+
+
+def params_to_dict(obj: Any) -> Any:
+    """Inverse of `params_from_dict` (tuples become lists): for writing resolved params next to outputs."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: params_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [params_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: params_to_dict(v) for k, v in obj.items()}
+    return obj

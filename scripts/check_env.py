@@ -1,0 +1,16 @@
+"""Fail loudly when an install swapped the pinned torch/numpy set (see README, 'Install')."""
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+PINS = {"torch": "2.14.1", "torchvision": "0.29.1", "torchaudio": "2.11.0", "numpy": "1.26.4"}
+bad = []
+for name, want in PINS.items():
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        got = "missing"
+    if got.split("+")[0] != want:
+        bad.append(f"{name} {got} (pinned {want})")
+if bad:
+    sys.exit("environment check failed: " + ", ".join(bad) + ". Recreate the venv: rm -rf .venv && make install")
+print("environment ok: " + ", ".join(f"{k} {v}" for k, v in PINS.items()))
