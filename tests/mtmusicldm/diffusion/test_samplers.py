@@ -1,0 +1,265 @@
+"""Samplers: oracle denoiser, DDIM == official update (golden replay, diffusers), solver accuracy, RNG."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from mtmusicldm.diffusion.denoiser import EpsDenoiser, ve_to_vp, vp_to_ve
+from mtmusicldm.diffusion.noise import make_generators, randn_like_per_sample
+from mtmusicldm.diffusion.samplers import (
+    SAMPLERS,
+    SamplerStep,
+    get_ancestral_step,
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_euler,
+)
+from mtmusicldm.diffusion.schedules import DiffusionSchedule, get_sigmas_ddim, get_sigmas_karras, sigma_to_alpha_bar
+
+SHAPE = (2, 4, 3, 8, 4)  # [B, S, C, T, F]
+SCHEDULE = DiffusionSchedule()
+
+
+def _randn(*shape: int, seed: int = 0) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _oracle(x0: Tensor):
+    def denoise(x: Tensor, sigma: Tensor, **cond: object) -> Tensor:
+        assert sigma.shape == (x.shape[0],)
+        return x0.clone()
+    return denoise
+
+
+def _toy_eps(x: Tensor, t: Tensor, film: Tensor | None) -> Tensor:
+    """A smooth, nonlinear, timestep-dependent eps model (VP input)."""
+    tt = t.to(torch.float32).reshape(-1, 1, 1, 1, 1)
+    return 0.4 * torch.tanh(x) * torch.cos(tt / 300.0) + 0.1 * torch.sin(tt / 100.0 + x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Oracle denoiser
+
+
+@pytest.mark.parametrize("name,knobs", [("ddim", {"eta": 0.0}), ("ddim", {"eta": 1.0}), ("euler", {}),
+                                        ("dpmpp_2m", {}), ("dpmpp_2m_sde", {"eta": 1.0})])
+def test_oracle_denoiser_returns_x0(name: str, knobs: dict) -> None:
+    x0 = _randn(*SHAPE, seed=1)
+    sigmas = get_sigmas_ddim(SCHEDULE, 20, final_sigma_zero=True)
+    x = vp_to_ve(_randn(*SHAPE, seed=2), sigmas[0])
+    out = SAMPLERS[name](_oracle(x0), x, sigmas, generator=torch.Generator().manual_seed(3), **knobs)
+    torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
+
+
+def test_oracle_ddim_eta0_official_grid_is_q_sample_at_t0() -> None:
+    """With the official final target abar[0], DDIM(0) returns sqrt(a0) x0 + sqrt(1 - a0) eps_T."""
+    x0, x_t = _randn(*SHAPE, seed=1), _randn(*SHAPE, seed=2)
+    sigmas = get_sigmas_ddim(SCHEDULE, 20)
+    out = ve_to_vp(sample_ddim(_oracle(x0), vp_to_ve(x_t, sigmas[0]), sigmas, eta=0.0), sigmas[-1])
+    a_first, a0 = sigma_to_alpha_bar(sigmas[0]), SCHEDULE.alphas_cumprod[0]
+    eps_t = (x_t - a_first.sqrt() * x0) / (1 - a_first).sqrt()  # the eps implied by x_T
+    expected = a0.sqrt() * x0 + (1 - a0).sqrt() * eps_t
+    torch.testing.assert_close(out, expected.float(), rtol=0, atol=1e-5)
+
+
+def test_oracle_ddim_eta1_official_grid_is_noisy_at_t0() -> None:
+    """DDIM(1) adds noise at the last step too: the result is x0 at abar[0] plus N(0, 1 - a0) noise."""
+    x0, x_t = _randn(8, 4, 8, 32, 16, seed=1), _randn(8, 4, 8, 32, 16, seed=2)
+    sigmas = get_sigmas_ddim(SCHEDULE, 10)
+    out = ve_to_vp(sample_ddim(_oracle(x0), vp_to_ve(x_t, sigmas[0]), sigmas, eta=1.0,
+                               generator=torch.Generator().manual_seed(0)), sigmas[-1])
+    a0 = float(SCHEDULE.alphas_cumprod[0])
+    resid = out - math.sqrt(a0) * x0
+    assert abs(resid.std().item() / math.sqrt(1 - a0) - 1) < 0.02
+    assert abs(resid.mean().item()) < 0.01 * math.sqrt(1 - a0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DDIM == the official update
+
+
+def test_ancestral_step_is_ddim_eta_variance() -> None:
+    abar = SCHEDULE.alphas_cumprod
+    for t, t_prev in [(996, 991), (501, 401), (101, 1), (1, 0)]:
+        a, a_prev = abar[t], abar[t_prev]
+        sigma, sigma_next = float(SCHEDULE.sigmas[t]), float(SCHEDULE.sigmas[t_prev])
+        for eta in (0.0, 0.5, 1.0):
+            down, up = get_ancestral_step(sigma, sigma_next, eta)
+            official = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+            assert up * math.sqrt(a_prev) == pytest.approx(official, rel=1e-9, abs=1e-15)
+            # deterministic coefficient of eps: sqrt(1 - a_prev - s^2) in VP
+            assert down * math.sqrt(a_prev) == pytest.approx(math.sqrt(1 - a_prev - official**2), rel=1e-9)
+
+
+def test_ddim_replays_golden_trajectory(golden_dir: Path) -> None:
+    """Feed the official pred_x0 of each step: the sampler must reproduce the official x_prev (no UNet)."""
+    golden = torch.load(golden_dir / "ddim.pt", weights_only=True)
+    sigmas = get_sigmas_ddim(SCHEDULE, golden["S"])
+    states = [golden["x_T"], *golden["x_prev"]]
+    calls: list[int] = []
+
+    def replay(x: Tensor, sigma: Tensor, **cond: object) -> Tensor:
+        i = len(calls)
+        calls.append(i)
+        assert float(sigma[0]) == float(sigmas[i])
+        expected_in = vp_to_ve(states[i], sigmas[i])
+        torch.testing.assert_close(x, expected_in, rtol=2e-6, atol=1e-5 * float(expected_in.abs().max()))
+        return golden["pred_x0"][i]
+
+    steps: list[SamplerStep] = []
+    x = sample_ddim(replay, vp_to_ve(golden["x_T"], sigmas[0]), sigmas, eta=0.0, callback=steps.append)
+    assert len(calls) == len(steps) == golden["S"]
+    for i, step in enumerate(steps):
+        ref = golden["x_prev"][i]
+        torch.testing.assert_close(ve_to_vp(step.x, step.sigma_next), ref, rtol=0,
+                                   atol=2e-6 * float(ref.abs().max()))
+    torch.testing.assert_close(ve_to_vp(x, sigmas[-1]), golden["final"], rtol=0,
+                               atol=2e-6 * float(golden["final"].abs().max()))
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_matches_diffusers(eta: float) -> None:
+    pytest.importorskip("diffusers")
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195,
+                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
+    # diffusers builds the schedule in float32; use the exact values so that only the update rule is compared.
+    torch.testing.assert_close(scheduler.alphas_cumprod.double(), SCHEDULE.alphas_cumprod, rtol=1e-5, atol=0)
+    scheduler.alphas_cumprod = SCHEDULE.alphas_cumprod.float()
+    scheduler.final_alpha_cumprod = SCHEDULE.alphas_cumprod[0].float()
+    steps = 10
+    scheduler.set_timesteps(steps)
+    sigmas = get_sigmas_ddim(SCHEDULE, steps)
+    assert torch.equal(SCHEDULE.sigma_to_t(sigmas[:-1]), scheduler.timesteps)
+
+    x_t = _randn(*SHAPE, seed=5)
+    zs = [_randn(*SHAPE, seed=100 + i) for i in range(steps)]
+    ref, x = [], x_t
+    for i, t in enumerate(scheduler.timesteps):
+        eps = _toy_eps(x, t.expand(x.shape[0]), None)
+        x = scheduler.step(eps, t, x, eta=eta, variance_noise=zs[i]).prev_sample
+        ref.append(x)
+
+    it: Iterator[Tensor] = iter(zs)
+    ours: list[Tensor] = []
+    sample_ddim(EpsDenoiser(_toy_eps, SCHEDULE), vp_to_ve(x_t, sigmas[0]), sigmas, eta=eta,
+                noise_sampler=lambda s, s_next: next(it),
+                callback=lambda st: ours.append(ve_to_vp(st.x, st.sigma_next)))
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Solver accuracy on Gaussian data (exact denoiser and exact ODE solution known)
+
+
+def _gaussian_problem(mu: float = 0.7, s: float = 0.5):
+    def denoise(x: Tensor, sigma: Tensor, **cond: object) -> Tensor:
+        var = (sigma.to(x.dtype) ** 2).reshape(-1, *([1] * (x.ndim - 1)))
+        return mu + s**2 / (s**2 + var) * (x - mu)
+
+    def exact(x_start: Tensor, sigma_start: float, sigma_end: float) -> Tensor:
+        return mu + (x_start - mu) * math.sqrt((s**2 + sigma_end**2) / (s**2 + sigma_start**2))
+
+    return denoise, exact
+
+
+def test_solvers_converge_on_gaussian_ode() -> None:
+    """Euler is first order, DPM-Solver++(2M) second order (errors shrink ~2x vs ~4x per halving)."""
+    denoise, exact = _gaussian_problem()
+    x = _randn(*SHAPE, seed=7).double()
+    errors = {}
+    for name in ("euler", "dpmpp_2m"):
+        for steps in (20, 40, 80):
+            sigmas = get_sigmas_karras(steps, 0.03, 80.0)[:-1]  # stop at 0.03: every step a full solver step
+            start = x * float(sigmas[0])
+            out = SAMPLERS[name](denoise, start, sigmas)
+            errors[name, steps] = (out - exact(start, float(sigmas[0]), float(sigmas[-1]))).abs().max().item()
+    assert 1.7 < errors["euler", 40] / errors["euler", 80] < 2.5
+    assert errors["dpmpp_2m", 40] / errors["dpmpp_2m", 80] > 3.2
+    assert errors["dpmpp_2m", 80] < errors["euler", 80] / 10
+
+
+def test_dpmpp_2m_sde_eta0_equals_dpmpp_2m() -> None:
+    denoise, _ = _gaussian_problem()
+    sigmas = get_sigmas_ddim(SCHEDULE, 20, final_sigma_zero=True)
+    x = vp_to_ve(_randn(*SHAPE, seed=3), sigmas[0])
+    a = sample_dpmpp_2m(denoise, x, sigmas)
+    b = sample_dpmpp_2m_sde(denoise, x, sigmas, eta=0.0)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert torch.equal(sample_euler(denoise, x, sigmas), sample_ddim(denoise, x, sigmas, eta=0.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Randomness, callbacks, gradients, errors
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m_sde"])
+def test_per_sample_generators_batch_independent(name: str) -> None:
+    denoise, _ = _gaussian_problem()
+    sigmas = get_sigmas_ddim(SCHEDULE, 10)
+    seeds = [11, 22, 33]
+    x3 = randn_like_per_sample(torch.empty(3, *SHAPE[1:]), make_generators(seeds))
+    out3 = SAMPLERS[name](denoise, vp_to_ve(x3, sigmas[0]), sigmas, eta=1.0, generator=make_generators(seeds))
+    x1 = randn_like_per_sample(torch.empty(1, *SHAPE[1:]), make_generators(seeds[1:2]))
+    out1 = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, eta=1.0, generator=make_generators(seeds[1:2]))
+    torch.testing.assert_close(out1[0], out3[1], rtol=0, atol=1e-6)
+    assert not torch.allclose(out3[0], out3[1], atol=1e-2)
+    # a different seed for item 1 changes it
+    out_other = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, eta=1.0, generator=make_generators([99]))
+    assert not torch.allclose(out_other[0], out3[1], atol=1e-3)
+
+
+def test_single_generator_is_deterministic() -> None:
+    denoise, _ = _gaussian_problem()
+    sigmas = get_sigmas_ddim(SCHEDULE, 5)
+    x = vp_to_ve(_randn(*SHAPE), sigmas[0])
+    a = sample_ddim(denoise, x, sigmas, eta=1.0, generator=torch.Generator().manual_seed(4))
+    b = sample_ddim(denoise, x, sigmas, eta=1.0, generator=torch.Generator().manual_seed(4))
+    c = sample_ddim(denoise, x, sigmas, eta=1.0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_callback_reports_every_step() -> None:
+    denoise, _ = _gaussian_problem()
+    sigmas = get_sigmas_ddim(SCHEDULE, 8)
+    steps: list[SamplerStep] = []
+    out = sample_dpmpp_2m(denoise, vp_to_ve(_randn(*SHAPE), sigmas[0]), sigmas, callback=steps.append)
+    assert [s.i for s in steps] == list(range(8))
+    assert [s.sigma for s in steps] == sigmas[:-1].tolist()
+    assert [s.sigma_next for s in steps] == sigmas[1:].tolist()
+    assert steps[-1].x is out and steps[0].denoised.shape == SHAPE
+
+
+def test_samplers_keep_autograd() -> None:
+    """No @torch.no_grad inside: gradients flow back to the starting point."""
+    denoise, _ = _gaussian_problem()
+    sigmas = get_sigmas_ddim(SCHEDULE, 4, final_sigma_zero=True)
+    for name in SAMPLERS:
+        x = _randn(*SHAPE).requires_grad_(True)
+        SAMPLERS[name](denoise, x, sigmas, generator=torch.Generator().manual_seed(0)).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0, name
+
+
+def test_sampler_errors() -> None:
+    denoise, _ = _gaussian_problem()
+    x = _randn(*SHAPE)
+    sigmas = get_sigmas_ddim(SCHEDULE, 4)
+    with pytest.raises(ValueError, match="noise"):
+        sample_ddim(denoise, x, sigmas, eta=1.0)  # randomness must be explicit
+    sample_ddim(denoise, x, sigmas, eta=0.0)  # deterministic: no generator needed
+    with pytest.raises(ValueError, match="decreasing"):
+        sample_ddim(denoise, x, sigmas.flip(0), eta=0.0)
+    with pytest.raises(ValueError):
+        sample_ddim(denoise, x, sigmas[:1], eta=0.0)
+    with pytest.raises(ValueError, match="generators"):
+        sample_ddim(denoise, x, sigmas, eta=1.0, generator=make_generators([1, 2, 3]))
