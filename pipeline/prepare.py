@@ -54,7 +54,7 @@ def _process(job: _Job) -> TrackResult:
     src, audio, prep = job.src, job.audio, job.prepare
     res = TrackResult(track_id=src.track_id, split=src.split)
     try:
-        track = load_track(src, sample_rate=audio.sample_rate, silence_threshold_db=job.data.silence_threshold_db)
+        track = load_track(src, sample_rate=audio.sample_rate, silence_db=job.data.silence_threshold_db)
     except TrackError as e:
         res.error = str(e)
         return res
@@ -106,8 +106,9 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, data: DataParams,
         from pipeline.download import resolve_root
 
         source, root = resolve_root(raw)
-    tracks, skipped = scan_source(source, root, missing_stem_policy=data.missing_stem_policy,
-                                  babyslakh_split=dict(data.babyslakh_split))
+    extra = ({"validation_fraction": data.babyslakh_split["validation"],
+              "test_fraction": data.babyslakh_split["test"]} if source == "babyslakh" else {})
+    tracks, skipped = scan_source(source, root, missing_stem_policy=data.missing_stem_policy, **extra)
     if not tracks:
         raise ValueError(f"no usable tracks found under {root} (source {source}); skipped: "
                          + "; ".join(f"{s.track_id}: {s.reason}" for s in skipped[:10]))

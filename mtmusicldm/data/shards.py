@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
-import webdataset as wds
 
 AudioFormat = Literal["flac", "npy"]
 SHARD_PATTERN = "{split}-{index:06d}.tar"
@@ -121,7 +120,7 @@ class ShardWriter:
         self.samples_per_shard = samples_per_shard
         self.shards: list[str] = []
         self.counts: list[int] = []
-        self._writer: wds.TarWriter | None = None
+        self._writer: Any = None  # webdataset.TarWriter while a shard is open
         self._tmp: Path | None = None
         self._final: Path | None = None
         self._count = 0
@@ -130,6 +129,8 @@ class ShardWriter:
         name = SHARD_PATTERN.format(split=self.split, index=len(self.shards))
         self._final = self.out_dir / name
         self._tmp = self.out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        import webdataset as wds  # imported here: encode/decode workers need no webdataset (it imports torch)
+
         # Fixed header fields make the tar bytes a function of the content only.
         self._writer = wds.TarWriter(str(self._tmp), encoder=False, mtime=0.0, user="mtmusicldm",
                                      group="mtmusicldm", mode=0o644)
@@ -187,6 +188,8 @@ def list_shards(split_dir: Path) -> list[Path]:
 
 def iter_samples(shards: Sequence[Path], stems: Sequence[str]) -> Iterator[DecodedSample]:
     """Read samples from shards in order (no shuffling): for evaluation, encoding and tests."""
+    import webdataset as wds
+
     ds = wds.WebDataset([str(p) for p in shards], shardshuffle=False, empty_check=False)
     for raw in ds:
         yield decode_sample(raw, stems)
