@@ -21,16 +21,26 @@ from pathlib import Path
 os.environ.setdefault("MTMUSICLDM_NO_PROGRESS", "1")
 
 
-def one_run(n_tracks: int, seconds: float, workers: int) -> dict:
-    from pipeline import download, prepare
+def generate(raw: Path, n_tracks: int, seconds: float) -> None:
+    from pipeline import download
     from pipeline._common import PROFILES_DIR, load_params
 
     p = load_params(PROFILES_DIR / "embedded.yaml")
     syn = replace(p.synthetic, tracks={"train": n_tracks, "validation": 1, "test": 1},
                   min_seconds=seconds, max_seconds=seconds)
+    download.run(p.data, syn, raw)
+
+
+def one_run(n_tracks: int, seconds: float, workers: int) -> dict:
+    from pipeline import download, prepare
+    from pipeline._common import PROFILES_DIR, load_params
+
+    p = load_params(PROFILES_DIR / "embedded.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw", Path(tmp) / "shards"
-        download.run(p.data, syn, raw)
+        # the corpus is generated in another process so that peak memory below is prepare's alone
+        subprocess.run([sys.executable, __file__, "--generate", str(raw), "--tracks", str(n_tracks), "--seconds",
+                        str(seconds)], check=True)
         source, root = download.resolve_root(raw)
         t0 = time.perf_counter()
         report = prepare.run(p.seed, p.stems, p.audio, p.data, replace(p.prepare, workers=workers, train_views=1),
@@ -43,7 +53,7 @@ def one_run(n_tracks: int, seconds: float, workers: int) -> dict:
         "wall_seconds": wall,
         "x_realtime": audio_s / wall,
         "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # largest child
     }
 
 
@@ -53,7 +63,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.generate is not None:
+        generate(args.generate, args.tracks[0], args.seconds)
+        return
     if args.child:
         print(json.dumps(one_run(args.tracks[0], args.seconds, args.workers)))
         return
