@@ -24,6 +24,12 @@ __all__ = [
     "DataParams",
     "SyntheticParams",
     "PrepareParams",
+    "CodecParams",
+    "ConditioningParams",
+    "EncodeParams",
+    "ModelParams",
+    "DiffusionParams",
+    "TrainParams",
     "params_from_dict",
     "params_to_dict",
 ]
@@ -143,6 +149,151 @@ class PrepareParams:
 
 
 @dataclass(frozen=True)
+class CodecParams:
+    """The latent codec: VAE (mel <-> latents) and vocoder (mel -> audio)."""
+
+    kind: Literal["trained", "diffusers", "official"]  # trained = train_codec stage; else pretrained weights
+    path: str | None  # diffusers: directory or hub id (ucsd-reach/musicldm); official: MusicLDM vae-ckpt.ckpt
+    vocoder: Literal["griffin_lim", "hifigan"]
+    vocoder_path: str | None  # hifigan: diffusers-style dir / hub id, or official hifigan-ckpt.ckpt
+    channels: int  # trained VAE: base width (MusicLDM: 128)
+    channel_mult: tuple[int, ...]  # three levels: mel (T, 64) -> latents (T/4, 16)
+    num_res_blocks: int
+    latent_channels: int  # C of [B, S, C, T, F]; MusicLDM: 8
+    train_steps: int  # train_codec: optimisation steps (0 = keep the initial/pretrained weights)
+    batch_size: int  # train_codec: stem spectrograms per step
+    lr: float
+    kl_weight: float
+    griffin_lim_iters: int
+
+    def validate(self, key: str) -> None:
+        if self.kind != "trained":
+            _check(self.path is not None, f"{key}.path", f"is required when kind is {self.kind!r}")
+        if self.vocoder == "hifigan":
+            _check(self.vocoder_path is not None or self.kind == "diffusers", f"{key}.vocoder_path",
+                   "is required for the hifigan vocoder unless kind is diffusers (vocoder/ subfolder)")
+        _check(len(self.channel_mult) == 3 and all(m >= 1 for m in self.channel_mult), f"{key}.channel_mult",
+               f"must be three positive multipliers (mel bins 64 -> latent F 16), got {list(self.channel_mult)}")
+        _check(self.channels >= 32 and self.channels % 32 == 0, f"{key}.channels",
+               f"must be a positive multiple of 32 (GroupNorm groups), got {self.channels}")
+        _check(1 <= self.num_res_blocks <= 4, f"{key}.num_res_blocks", "must be in [1, 4]")
+        _check(1 <= self.latent_channels <= 64, f"{key}.latent_channels", "must be in [1, 64]")
+        _check(self.train_steps >= 0 and self.batch_size >= 1, f"{key}.train_steps", "must be >= 0 (batch_size >= 1)")
+        _check(0 < self.lr < 1, f"{key}.lr", f"must be in (0, 1), got {self.lr}")
+        _check(0 <= self.kl_weight < 1, f"{key}.kl_weight", f"must be in [0, 1), got {self.kl_weight}")
+        _check(1 <= self.griffin_lim_iters <= 1000, f"{key}.griffin_lim_iters", "must be in [1, 1000]")
+
+
+@dataclass(frozen=True)
+class ConditioningParams:
+    """CLAP conditioning (FiLM) of the diffusion model."""
+
+    clap: Literal["none", "random", "pretrained"]  # none = unconditional model; random = untrained CLAP weights
+    amodel: Literal["HTSAT-tiny", "HTSAT-base"]  # MusicLDM's CLAP is HTSAT-base
+    checkpoint: str | None  # pretrained: MusicLDM clap-ckpt.pt (music_audioset_epoch_15_esc_90.14.pt)
+    text_model: str | None  # roberta-base tokenizer/config: local dir or hub id; null = offline stand-in
+    seed: int  # random: weight seed
+
+    def validate(self, key: str) -> None:
+        if self.clap == "pretrained":
+            _check(self.checkpoint is not None, f"{key}.checkpoint", "is required when clap is 'pretrained'")
+
+    @property
+    def film_dim(self) -> int | None:
+        return None if self.clap == "none" else 512
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    """Precomputing latents (and CLAP embeddings) from the shards."""
+
+    posterior: Literal["sample", "mean"]  # stored per sample: a posterior draw (official) or the mean
+    batch_size: int
+    scale_segments: int  # training segments used for the latent scale factor 1/std (official: 1)
+
+    def validate(self, key: str) -> None:
+        _check(1 <= self.batch_size <= 1024, f"{key}.batch_size", "must be in [1, 1024]")
+        _check(1 <= self.scale_segments <= 100000, f"{key}.scale_segments", "must be in [1, 100000]")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The 3D UNet (official: 192 channels, [1, 2, 3, 5], 2 res blocks, attention at 2/4/8, 32 head channels)."""
+
+    channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    attention_resolutions: tuple[int, ...]  # downsampling factors with self-attention
+    num_head_channels: int
+
+    def validate(self, key: str) -> None:
+        _check(self.channels >= 32 and self.channels % 32 == 0, f"{key}.channels",
+               f"must be a positive multiple of 32 (GroupNorm groups), got {self.channels}")
+        _check(1 <= len(self.channel_mult) <= 6 and all(m >= 1 for m in self.channel_mult), f"{key}.channel_mult",
+               f"must be 1-6 positive multipliers, got {list(self.channel_mult)}")
+        _check(1 <= self.num_res_blocks <= 8, f"{key}.num_res_blocks", "must be in [1, 8]")
+        factors = {2**i for i in range(len(self.channel_mult))}
+        _check(set(self.attention_resolutions) <= factors, f"{key}.attention_resolutions",
+               f"must be downsampling factors among {sorted(factors)}, got {list(self.attention_resolutions)}")
+        _check(self.num_head_channels >= 1 and self.channels % self.num_head_channels == 0,
+               f"{key}.num_head_channels", "must divide channels")
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    """The noise schedule (official: T = 1000, scaled-linear betas 0.0015 -> 0.0195, eps-prediction)."""
+
+    timesteps: int
+    beta_start: float
+    beta_end: float
+
+    def validate(self, key: str) -> None:
+        _check(2 <= self.timesteps <= 100000, f"{key}.timesteps", "must be in [2, 100000]")
+        _check(0 < self.beta_start < self.beta_end < 1, f"{key}.beta_start", "need 0 < beta_start < beta_end < 1")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training of the 3D LDM with Accelerate (official: AdamW 3e-5, wd 0.01, 1000 warm-up steps, fp32)."""
+
+    steps: int  # total optimizer steps; raising it continues from the last checkpoint
+    batch_size: int  # per process
+    grad_accum: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    ema_decay: float
+    cfg_dropout: float  # probability of replacing the CLAP embedding by the "" embedding
+    mixed_precision: Literal["no", "bf16", "fp16"]
+    grad_checkpointing: bool
+    max_grad_norm: float  # 0 = no clipping (official)
+    splits: tuple[str, ...]  # splits trained on (official: train + validation; test is held out)
+    checkpoint_every: int
+    log_every: int
+    num_workers: int
+
+    def validate(self, key: str) -> None:
+        _check(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        _check(1 <= self.batch_size <= 4096, f"{key}.batch_size", "must be in [1, 4096]")
+        _check(1 <= self.grad_accum <= 1024, f"{key}.grad_accum", "must be in [1, 1024]")
+        _check(0 < self.lr < 1, f"{key}.lr", f"must be in (0, 1), got {self.lr}")
+        _check(0 <= self.weight_decay < 1, f"{key}.weight_decay", "must be in [0, 1)")
+        _check(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
+        _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", "must be in [0, 1)")
+        _check(0 <= self.cfg_dropout <= 1, f"{key}.cfg_dropout", "must be a probability")
+        _check(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
+        _check(len(self.splits) >= 1 and set(self.splits) <= set(SPLITS) and "test" not in self.splits,
+               f"{key}.splits", f"must be a non-empty subset of [train, validation] (test is held out), got {list(self.splits)}")
+        _check(self.checkpoint_every >= 1 and self.log_every >= 1, f"{key}.checkpoint_every",
+               "checkpoint_every and log_every must be >= 1")
+        _check(0 <= self.num_workers <= 64, f"{key}.num_workers", "must be in [0, 64]")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole `params.yaml`."""
 
@@ -152,6 +303,12 @@ class Params:
     data: DataParams
     synthetic: SyntheticParams
     prepare: PrepareParams
+    codec: CodecParams
+    conditioning: ConditioningParams
+    encode: EncodeParams
+    model: ModelParams
+    diffusion: DiffusionParams
+    train: TrainParams
 
     def validate(self, key: str = "") -> None:
         _check(0 <= self.seed < 2**63, "seed", f"must be a non-negative 64-bit integer, got {self.seed}")
@@ -159,6 +316,10 @@ class Params:
                f"must be exactly {list(STEMS)} (the order of the S axis everywhere), got {list(self.stems)}")
         _check(self.prepare.max_track_seconds * self.audio.sample_rate >= self.audio.segment_samples,
                "prepare.max_track_seconds", "must be at least one segment long")
+        latent_t = self.audio.mel_frames // 4
+        _check(latent_t % self.model.downsampling == 0 and 16 % self.model.downsampling == 0,
+               "model.channel_mult", f"{len(self.model.channel_mult)} levels downsample by {self.model.downsampling}, "
+               f"which must divide the latent time ({latent_t}) and frequency (16) sizes")
 
 
 # ----------------------------------------------------------------------------------------------------------------
