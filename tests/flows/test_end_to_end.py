@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.flows.conftest import make_project
+from tests.project_copy import make_project
 
 pytestmark = pytest.mark.slow
 

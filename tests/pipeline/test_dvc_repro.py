@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.project_copy import make_project
+
 pytestmark = pytest.mark.slow
 
 
@@ -24,19 +24,7 @@ def _dvc(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("repo")
-    for name in ("mtmusicldm", "pipeline", "profiles"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["audio"]["segment_samples"] = 10240
-    raw["synthetic"].update(tracks={"train": 2, "validation": 1, "test": 1}, min_seconds=2.0, max_seconds=3.0)
-    raw["prepare"]["workers"] = 0
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    _dvc(repo, "init", "-q")
-    _dvc(repo, "config", "core.analytics", "false")
-    return repo
+    return make_project(tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_prepare_then_cache_hit_then_param_change(repo):
