@@ -30,6 +30,8 @@ __all__ = [
     "ModelParams",
     "DiffusionParams",
     "TrainParams",
+    "SampleParams",
+    "EvaluateParams",
     "params_from_dict",
     "params_to_dict",
 ]
@@ -294,6 +296,57 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class SampleParams:
+    """The `sample` stage: total generation and the 14 arrangement settings on the test split."""
+
+    count: int  # test segments (= samples) per setting; official: 300 (arrangement), 150 (text)
+    batch_size: int
+    sampler: Literal["ddim", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # ddim = official
+    steps: int  # official: 200
+    eta: float | None  # null = the sampler's default (DDIM: 1.0, official)
+    noise_mode: Literal["fresh", "fixed"]  # inpainting re-noising of the known stems (fresh = official)
+    total: bool  # total generation (Table 1)
+    arrangement: bool  # the 14 arrangement combinations (Table 3)
+    guidance_scale: float  # CFG of conditional total generation (paper: 2.0)
+    arrangement_guidance_scale: float  # official: 1.0
+    arrangement_conditioning: Literal["target_mix", "given_mix"]  # official: target_mix
+    prompts: tuple[str, ...]  # text-conditioned total generation (conditional models; Table 2)
+    subtype: Literal["PCM_16", "FLOAT"]  # WAV format (official: PCM_16)
+    untrained_reference: bool  # also sample every setting from the untrained model (the tables' ceiling row)
+
+    def validate(self, key: str) -> None:
+        _check(self.sampler in typing.get_args(typing.get_type_hints(SampleParams)["sampler"]), f"{key}.sampler",
+               f"unknown sampler {self.sampler!r}")
+        _check(1 <= self.count <= 100000, f"{key}.count", f"must be in [1, 100000], got {self.count}")
+        _check(1 <= self.batch_size <= 1024, f"{key}.batch_size", "must be in [1, 1024]")
+        _check(1 <= self.steps <= 1000, f"{key}.steps", f"must be in [1, 1000], got {self.steps}")
+        if self.eta is not None:
+            _check(0.0 <= self.eta <= 1.0, f"{key}.eta", f"must be null or in [0, 1], got {self.eta}")
+        _check(self.guidance_scale >= 0 and self.arrangement_guidance_scale >= 0, f"{key}.guidance_scale",
+               "guidance scales must be >= 0")
+        _check(self.total or self.arrangement or bool(self.prompts), f"{key}.total",
+               "nothing to sample: total, arrangement and prompts are all off")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The `evaluate` stage: FAD (Tables 1-3), reference rows and coherence metrics."""
+
+    backbone: Literal["offline", "vggish", "clap"]  # offline: no weights, NOT comparable with published FAD
+    vggish_weights: str | None  # vggish-10086976.pth (torchvggish release), required for backbone vggish
+    clap_checkpoint: str | None  # CLAP weights for backbone clap (MusicLDM clap-ckpt.pt)
+    text_references: dict[str, str]  # Table 2: prompt -> folder of reference clips tagged with it
+    coherence: bool  # rhythmic/harmonic coherence of arrangements (real data = the ceiling)
+    seed: int
+
+    def validate(self, key: str) -> None:
+        if self.backbone == "vggish":
+            _check(self.vggish_weights is not None, f"{key}.vggish_weights", "is required for backbone vggish")
+        if self.backbone == "clap":
+            _check(self.clap_checkpoint is not None, f"{key}.clap_checkpoint", "is required for backbone clap")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole `params.yaml`."""
 
@@ -309,6 +362,8 @@ class Params:
     model: ModelParams
     diffusion: DiffusionParams
     train: TrainParams
+    sample: SampleParams
+    evaluate: EvaluateParams
 
     def validate(self, key: str = "") -> None:
         _check(0 <= self.seed < 2**63, "seed", f"must be a non-negative 64-bit integer, got {self.seed}")

@@ -4,6 +4,10 @@
     mtmusicldm params [--params FILE]            # validate and print the resolved params
     mtmusicldm download [--out data/raw]         # the download stage
     mtmusicldm prepare --source {synthetic,slakh,msdm,babyslakh} [--root PATH] --out PATH
+    mtmusicldm generate --model DIR --out DIR [--count N] [--seconds S] [--prompt TEXT | --reference FILE] ...
+    mtmusicldm arrange --model DIR --given bass=a.wav [--given drums=b.wav] [--generate piano] --out DIR ...
+    mtmusicldm import-official CKPT OUT_DIR [--no-ema] [--config YAML] [--vae-ckpt F] [--hifigan-ckpt F] [--clap-ckpt F]
+    mtmusicldm import-codec OUT_CODEC_DIR --vae-ckpt vae-ckpt.ckpt --hifigan-ckpt hifigan-ckpt.ckpt
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mtmusicldm.config import ParamsError, params_to_dict
 
@@ -59,6 +64,236 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     prepare.print_summary(report, args.out)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# generate / arrange
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    """The model of `--model` on `--device` (UNet, VAE and a HiFi-GAN vocoder moved there)."""
+    import torch
+
+    from mtmusicldm.ldm import MTMusicLDM
+
+    if not args.model.is_dir():
+        raise FileNotFoundError(f"model directory {args.model} does not exist (train one, or import the official "
+                                "checkpoint with `mtmusicldm import-official`)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = MTMusicLDM.from_pretrained(args.model, device=device)
+    if device != "cpu":
+        model.vae.to(device)
+        if isinstance(model.vocoder, torch.nn.Module):
+            model.vocoder.to(device)
+    return model
+
+
+def _conditioning(args: argparse.Namespace, model: Any, default_guidance: float) -> tuple[Any, float, str]:
+    """(film [D] | None, guidance scale, description) from --prompt / --reference / --guidance."""
+    import torch
+
+    from mtmusicldm.audio import load_audio
+
+    wants = [flag for flag, v in (("--prompt", args.prompt), ("--reference", args.reference),
+                                  ("--guidance", args.guidance)) if v is not None and v != 1.0]
+    if model.film_dim is None:
+        if wants:
+            raise ValueError(f"{' and '.join(wants)} need a conditional model, but {args.model} is unconditional")
+        return None, 1.0, "none (unconditional model)"
+    if args.prompt is not None:
+        return model.clap.embed_text([args.prompt])[0], _guidance(args, 2.0), f"text prompt {args.prompt!r}"
+    if args.reference is not None:
+        wav = torch.from_numpy(load_audio(args.reference, int(model.config["sample_rate"])))[None]
+        return (model.clap.embed_audio_long(wav)[0], _guidance(args, 2.0),
+                f"CLAP embedding of the reference {args.reference}")
+    return None, _guidance(args, default_guidance), ""
+
+
+def _check_sampler(args: argparse.Namespace) -> None:
+    from mtmusicldm.diffusion.samplers import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose from {', '.join(sorted(SAMPLERS))}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+
+
+def _guidance(args: argparse.Namespace, default: float) -> float:
+    return default if args.guidance is None else float(args.guidance)
+
+
+def _sampling_record(args: argparse.Namespace, model: Any, guidance: float, conditioning: str) -> dict[str, Any]:
+    from mtmusicldm.diffusion.sampling import DEFAULT_ETA
+
+    eta = args.eta if args.eta is not None else DEFAULT_ETA.get(args.sampler)
+    return {"model": str(args.model), "model_source": model.config["source"],
+            "trained_steps": model.config["trained_steps"], "stems": list(model.stems),
+            "sample_rate": int(model.config["sample_rate"]), "segment_samples": int(model.config["segment_samples"]),
+            "sampler": args.sampler, "steps": args.steps, "eta": eta, "guidance_scale": guidance, "seed": args.seed,
+            "prompt": args.prompt, "reference": None if args.reference is None else str(args.reference),
+            "conditioning": conditioning, "overlap": args.overlap, "subtype": args.subtype}
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from mtmusicldm.generation import generate, segment_samples, write_stems
+    from mtmusicldm.utils.fs import write_json
+
+    _check_sampler(args)
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+    model = _load_model(args)
+    film, guidance, described = _conditioning(args, model, 1.0)
+    if model.film_dim is not None and film is None and guidance != 1.0:
+        raise ValueError("--guidance needs --prompt or --reference (nothing to guide towards)")
+    audio = generate(model, args.count, seed=args.seed, seconds=args.seconds, sampler=args.sampler,
+                     steps=args.steps, eta=args.eta, guidance_scale=guidance, film=film, batch_size=args.batch_size,
+                     overlap=args.overlap, progress=True)
+    sr, files = int(model.config["sample_rate"]), {}
+    for k in range(args.count):
+        sub = Path() if args.count == 1 else Path(f"sample_{k}")  # count 1: directly in --out
+        written = write_stems(args.out / sub, audio[k], model.stems, sr, args.subtype)
+        files[f"sample_{k}"] = {name: str(sub / f) for name, f in written.items()}
+    if not described:
+        described = "unconditional (the CLAP '' token)"
+    record = _sampling_record(args, model, guidance, described)
+    record |= {"command": "generate", "count": args.count, "seconds": args.seconds,
+               "samples": int(audio.shape[-1]), "long_form": int(audio.shape[-1]) > segment_samples(model),
+               "item_seed": "derive_seed(seed, k)", "files": files}
+    write_json(args.out / "generation.json", record)
+    print(f"generate: wrote {args.count} sample(s) of {audio.shape[-1] / sr:.2f} s to {args.out}")
+
+
+def _parse_given(entries: Sequence[str], stems: Sequence[str]) -> dict[str, Path]:
+    given: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--given {entry!r}: expected STEM=FILE, e.g. bass=bass.wav")
+        if name not in stems:
+            raise ValueError(f"--given {entry!r}: unknown stem {name!r}; stems are {', '.join(stems)}")
+        if name in given:
+            raise ValueError(f"--given: stem {name!r} is given twice")
+        given[name] = Path(path)
+    return given
+
+
+def _cmd_arrange(args: argparse.Namespace) -> None:
+    import torch
+
+    from mtmusicldm import STEMS
+    from mtmusicldm.generation import arrange, write_stems
+    from mtmusicldm.longform import load_stems
+    from mtmusicldm.utils.fs import write_json
+
+    _check_sampler(args)
+    given = _parse_given(args.given, STEMS)
+    unknown = sorted(set(args.generate or ()) - set(STEMS))
+    if unknown:
+        raise ValueError(f"--generate: unknown stem(s) {unknown}; stems are {', '.join(STEMS)}")
+    both = sorted(set(args.generate or ()) & set(given))
+    if both:
+        raise ValueError(f"stem(s) {both} are both --given and --generate")
+    if not given:
+        raise ValueError("nothing is given: pass --given STEM=FILE (use `mtmusicldm generate` for total generation)")
+    to_generate = [s for s in STEMS if s not in given] if not args.generate else list(args.generate)
+    if not to_generate:
+        raise ValueError(f"every stem is given ({', '.join(given)}): nothing to generate")
+    model = _load_model(args)
+    if tuple(model.stems) != tuple(STEMS):
+        raise ValueError(f"{args.model} has stems {list(model.stems)}, expected {list(STEMS)}")
+    audio, _ = load_stems(given, model.stems, int(model.config["sample_rate"]))
+    known = torch.tensor([s not in to_generate for s in model.stems])  # neither given nor generated: silence
+    film, guidance, described = _conditioning(args, model, 1.0)
+    out = arrange(model, audio[None], mask=known, seed=args.seed, sampler=args.sampler, steps=args.steps,
+                  eta=args.eta, guidance_scale=guidance, film=film, batch_size=1, overlap=args.overlap,
+                  progress=True)
+    sr = int(model.config["sample_rate"])
+    files = write_stems(args.out, out[0], model.stems, sr, args.subtype)
+    silent = [s for s in model.stems if s not in given and s not in to_generate]
+    record = _sampling_record(args, model, guidance, described or (
+        "CLAP embedding of the given mixture" if model.film_dim is not None else "none (unconditional model)"))
+    record |= {"command": "arrange", "given": {k: str(v) for k, v in given.items()}, "generated": to_generate,
+               "silent": silent, "samples": int(out.shape[-1]), "files": files}
+    write_json(args.out / "arrangement.json", record)
+    print(f"arrange: generated {', '.join(to_generate)} ({out.shape[-1] / sr:.2f} s) into {args.out}")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="model directory (models/ldm or an imported one)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    cond = p.add_mutually_exclusive_group()
+    cond.add_argument("--prompt", default=None, help="text prompt (conditional models)")
+    cond.add_argument("--reference", type=Path, default=None, help="reference audio file (conditional models)")
+    p.add_argument("--sampler", default="ddim",
+                   help="a key of mtmusicldm.diffusion.SAMPLERS: ddim (default, official), euler, dpmpp_2m, ...")
+    p.add_argument("--steps", type=int, default=200, help="sampling steps (default: 200, official)")
+    p.add_argument("--eta", type=float, default=None, help="stochasticity of ddim / dpmpp_2m_sde (default 1.0)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: 2.0 with --prompt/--reference, else 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overlap", type=float, default=0.5, help="window overlap for long inputs (fraction)")
+    p.add_argument("--subtype", default="FLOAT", choices=["FLOAT", "PCM_16", "PCM_24"],
+                   help="WAV sample format (FLOAT keeps given stems bit-identical)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# import-official / import-codec
+
+
+def _official_yaml(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(parsed official YAML, its text) or (None, None)."""
+    import yaml
+
+    if path is None:
+        return None, None
+    text = path.read_text()
+    config = yaml.safe_load(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path}: expected a YAML mapping (an official MT-MusicLDM config)")
+    return config, text
+
+
+def _hifigan_json(path: Path | None) -> dict[str, Any] | None:
+    return None if path is None else json.loads(path.read_text())
+
+
+def _cmd_import_official(args: argparse.Namespace) -> None:
+    from mtmusicldm.official.convert import ImportOptions, import_official, options_from_official_config
+
+    config, text = _official_yaml(args.config)
+    overrides: dict[str, Any] = {"ema": args.ema, "trust_checkpoint": args.trust_checkpoint,
+                                 "num_head_channels": args.num_head_channels,
+                                 "hifigan_config": _hifigan_json(args.hifigan_config), "text_model": args.text_model}
+    if args.stems is not None:
+        overrides["stems"] = tuple(s.strip() for s in args.stems.split(",") if s.strip())
+    options = options_from_official_config(config, **overrides) if config is not None else ImportOptions(**overrides)
+    out = import_official(args.checkpoint, args.out, options, vae_ckpt=args.vae_ckpt, hifigan_ckpt=args.hifigan_ckpt,
+                          clap_ckpt=args.clap_ckpt, extra_files={"official_config.yaml": text} if text else None,
+                          log=lambda m: print(f"import-official: {m}", file=sys.stderr))
+    print(f"import-official: wrote {out} (load it with MTMusicLDM.from_pretrained or `mtmusicldm generate --model`)")
+
+
+def _cmd_import_codec(args: argparse.Namespace) -> None:
+    from mtmusicldm.official.convert import import_codec, options_from_official_config
+
+    config, _ = _official_yaml(args.config)
+    options = options_from_official_config(config) if config is not None else None
+    out = import_codec(args.out, args.vae_ckpt, args.hifigan_ckpt,
+                       ddconfig=options.ddconfig if options else None, embed_dim=options.embed_dim if options else None,
+                       hifigan=_hifigan_json(args.hifigan_config), trust_checkpoint=args.trust_checkpoint)
+    print(f"import-codec: wrote {out}")
+
+
+def _add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="official YAML (model.params.unet_config / first_stage_config ...); default: infer from shapes")
+    p.add_argument("--hifigan-config", type=Path, default=None,
+                   help="HiFi-GAN config JSON (default: MusicLDM's config_16k_64.json, widths read from the weights)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a full (code-executing) unpickle if the safe loaders fail; trusted files only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtmusicldm", description="Multi-Track MusicLDM pipeline tools")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
@@ -81,6 +316,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", type=Path, default=Path("data/raw"), help="where --source synthetic generates the corpus")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("generate", help="generate all stems (total generation); long-form beyond one segment",
+                       description="Writes <stem>.wav + mix.wav (16 kHz) into --out when --count is 1, else into "
+                                   "--out/sample_<k>/, and --out/generation.json with every setting.")
+    _add_sampling_args(p)
+    p.add_argument("--count", type=int, default=1, help="number of samples (item k uses seed (seed, k))")
+    p.add_argument("--seconds", type=float, default=None, help="length (default: one model segment)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("arrange", help="generate missing stems given others (any length: windowed long-form)",
+                       description="Writes <stem>.wav + mix.wav (16 kHz, the input's length) and arrangement.json "
+                                   "into --out. Given stems are copied bit-identically (after mono / 16 kHz "
+                                   "conversion); stems neither given nor generated are silent.")
+    _add_sampling_args(p)
+    p.add_argument("--given", action="append", default=[], metavar="STEM=FILE", help="a given stem (repeatable)")
+    p.add_argument("--generate", action="append", default=None, metavar="STEM",
+                   help="a stem to generate (repeatable; default: every stem not given)")
+    p.set_defaults(func=_cmd_arrange)
+
+    p = sub.add_parser("import-official", help="convert an official MT-MusicLDM checkpoint into a model directory",
+                       description="Converts an MT-MusicLDM Lightning checkpoint (Zenodo 13947715, unconditional or "
+                                   "CLAP) into OUT_DIR: config.json, unet(_ema).safetensors, codec/ (VAE + HiFi-GAN), "
+                                   "clap.pt (conditional), import.json. Loadable by MTMusicLDM.from_pretrained.")
+    p.add_argument("checkpoint", type=Path, metavar="CKPT")
+    p.add_argument("out", type=Path, metavar="OUT_DIR")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
+                   help="sample with the EMA weights model_ema.* (default) or the raw model.diffusion_model.*")
+    _add_import_args(p)
+    p.add_argument("--vae-ckpt", type=Path, default=None, help="MusicLDM vae-ckpt.ckpt replacing first_stage_model.*")
+    p.add_argument("--hifigan-ckpt", type=Path, default=None,
+                   help="MusicLDM hifigan-ckpt.ckpt replacing first_stage_model.vocoder.*")
+    p.add_argument("--clap-ckpt", type=Path, default=None,
+                   help="MusicLDM clap-ckpt.pt replacing / supplying cond_stage_model.model.*")
+    p.add_argument("--stems", default=None, help="comma-separated stem names (default: bass,drums,guitar,piano)")
+    p.add_argument("--text-model", default=None,
+                   help="local roberta-base directory stored as conditioning.text_model (tokenizer for --prompt)")
+    p.add_argument("--num-head-channels", type=int, default=32,
+                   help="UNet attention head width when --config is not given (default 32, both released models)")
+    p.set_defaults(func=_cmd_import_official)
+
+    p = sub.add_parser("import-codec", help="build a codec directory from MusicLDM's vae/hifigan checkpoints",
+                       description="MusicLDM's vae-ckpt.ckpt + hifigan-ckpt.ckpt (Zenodo 10643148) -> OUT_CODEC_DIR "
+                                   "(codec.json, vae/, vocoder/), usable as codec.kind diffusers / a model's codec.")
+    p.add_argument("out", type=Path, metavar="OUT_CODEC_DIR")
+    p.add_argument("--vae-ckpt", type=Path, required=True)
+    p.add_argument("--hifigan-ckpt", type=Path, required=True)
+    _add_import_args(p)
+    p.set_defaults(func=_cmd_import_codec)
     return parser
 
 

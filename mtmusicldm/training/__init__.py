@@ -1,0 +1,37 @@
+"""Training of the 3D LDM: the Accelerate loop, EMA and resumable checkpoints."""
+from mtmusicldm.training.checkpoint import (
+    CheckpointError,
+    check_frozen,
+    clean_incomplete,
+    find_latest,
+    load_checkpoint,
+    params_hashes,
+    save_checkpoint,
+)
+from mtmusicldm.training.ema import ema_decay_at, ema_update
+from mtmusicldm.training.loop import (
+    NonFiniteLossError,
+    TrainResult,
+    derive_seed,
+    train,
+    unet_config_from_params,
+    warmup_lr,
+)
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainResult",
+    "check_frozen",
+    "clean_incomplete",
+    "derive_seed",
+    "ema_decay_at",
+    "ema_update",
+    "find_latest",
+    "load_checkpoint",
+    "params_hashes",
+    "save_checkpoint",
+    "train",
+    "unet_config_from_params",
+    "warmup_lr",
+]

@@ -1,0 +1,176 @@
+"""`mtmusicldm generate` / `mtmusicldm arrange`: happy paths on a tiny model directory and every CLI error."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
+
+from mtmusicldm import STEMS
+from mtmusicldm.audio import load_audio
+from mtmusicldm.codec.codec_dir import save_codec
+from mtmusicldm.codec.vae import build_vae
+from mtmusicldm.codec.vocoder import GriffinLimVocoder, HifiGanVocoder
+from mtmusicldm.ldm import make_model_config, save_model_dir
+from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
+from pipeline import cli
+
+SEG = 10240  # 0.64 s segments: latent [4, 4, 16, 16]
+SR = 16000
+
+
+def tiny_hifigan() -> HifiGanVocoder:
+    """A randomly initialised HiFi-GAN with hop 160 (milliseconds per segment, unlike Griffin-Lim's NNLS)."""
+    cfg = SpeechT5HifiGanConfig(model_in_dim=64, sampling_rate=SR, upsample_initial_channel=32,
+                                upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+                                resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], normalize_before=False)
+    model = SpeechT5HifiGan(cfg).eval()
+    with torch.no_grad():  # its default init is nearly silent (|wav| ~ 1e-9)
+        for p in model.parameters():
+            p.add_(0.15 * torch.randn_like(p))
+    return HifiGanVocoder(model)
+
+
+def make_model_dir(root: Path, seed: int = 0, vocoder: str = "griffin_lim", film_dim: int | None = None) -> Path:
+    """A tiny model dir (`root/ldm`) with its codec (`root/codec`: Griffin-Lim with 1 iteration, or a tiny
+    HiFi-GAN); unconditional unless `film_dim` is set (then conditioning "random" and a unit `uncond_clap`)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        voc = GriffinLimVocoder(n_iter=1, seed=0) if vocoder == "griffin_lim" else tiny_hifigan()
+        vae = build_vae(ch=16, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=4, norm_num_groups=8)
+        unet_config = UNet3DConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                                   attention_resolutions=(2,), num_head_channels=16, film_dim=film_dim)
+        unet = UNet3D(unet_config)
+        with torch.no_grad():  # the official init zeroes the output convs: make eps non-trivial
+            for p in unet.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    save_codec(root / "codec", vae, voc)
+    config = make_model_config(stems=STEMS, unet=unet_config, timesteps=1000, beta_start=0.0015, beta_end=0.0195,
+                               scale_factor=0.7, latent_shape=[4, 4, SEG // 640, 16], segment_samples=SEG,
+                               sample_rate=SR, codec="../codec",
+                               conditioning=None if film_dim is None else {"clap": "random", "amodel": "HTSAT-tiny",
+                                                                           "checkpoint": None, "text_model": None,
+                                                                           "seed": 0},
+                               uncond_clap=None if film_dim is None else [film_dim ** -0.5] * film_dim,
+                               trained_steps=0, source="test")
+    return save_model_dir(root / "ldm", unet, unet, config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("model"), vocoder="hifigan")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """bass: 1.5 s stereo 44.1 kHz FLAC; drums: 1.5 s mono 16 kHz WAV; broken.wav: not audio."""
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.5 * 44100)) / 44100
+    bass = 0.3 * np.stack([np.sin(2 * np.pi * 55 * t), np.sin(2 * np.pi * 110 * t)], axis=1)
+    sf.write(str(d / "bass.flac"), bass.astype(np.float32), 44100, subtype="PCM_24")
+    sf.write(str(d / "drums.wav"), (0.2 * rng.standard_normal(int(1.5 * SR))).astype(np.float32), SR,
+             subtype="FLOAT")
+    (d / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    return {"bass": d / "bass.flac", "drums": d / "drums.wav", "broken": d / "broken.wav"}
+
+
+def run(*argv: str | Path) -> None:
+    cli.main([str(a) for a in argv])
+
+
+def test_arrange_writes_five_files_of_input_length(model_dir: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "arr"
+    run("arrange", "--model", model_dir, "--given", f"bass={inputs['bass']}", "--given", f"drums={inputs['drums']}",
+        "--out", out, "--steps", "2", "--seed", "3")
+    n = int(1.5 * SR)
+    for name in (*STEMS, "mix"):
+        info = sf.info(str(out / f"{name}.wav"))
+        assert (info.samplerate, info.channels, info.frames) == (SR, 1, n), name
+    for stem in ("bass", "drums"):  # given stems: bit-identical to the 16 kHz mono input
+        assert np.array_equal(sf.read(str(out / f"{stem}.wav"), dtype="float32")[0], load_audio(inputs[stem], SR))
+    for stem in ("guitar", "piano"):
+        assert np.abs(sf.read(str(out / f"{stem}.wav"))[0]).max() > 1e-4
+    stems = np.stack([sf.read(str(out / f"{s}.wav"), dtype="float32")[0] for s in STEMS])
+    np.testing.assert_allclose(sf.read(str(out / "mix.wav"), dtype="float32")[0], np.clip(stems.sum(0), -1, 1),
+                               atol=1e-6)
+    record = json.loads((out / "arrangement.json").read_text())
+    assert record["generated"] == ["guitar", "piano"] and record["steps"] == 2 and record["seed"] == 3
+    assert record["eta"] == 1.0 and record["guidance_scale"] == 1.0 and record["silent"] == []
+
+
+def test_arrange_explicit_generate_leaves_other_stems_silent(model_dir: Path, inputs: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "arr"
+    run("arrange", "--model", model_dir, "--given", f"drums={inputs['drums']}", "--generate", "piano",
+        "--out", out, "--steps", "2", "--sampler", "dpmpp_2m")
+    assert np.abs(sf.read(str(out / "bass.wav"))[0]).max() == 0.0
+    assert np.abs(sf.read(str(out / "piano.wav"))[0]).max() > 1e-4
+    assert json.loads((out / "arrangement.json").read_text())["silent"] == ["bass", "guitar"]
+
+
+def test_generate_count_and_long_form(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    run("generate", "--model", model_dir, "--out", out, "--count", "2", "--seconds", "1.0", "--steps", "2")
+    for k in range(2):
+        for name in (*STEMS, "mix"):
+            assert sf.info(str(out / f"sample_{k}" / f"{name}.wav")).frames == SR
+    record = json.loads((out / "generation.json").read_text())
+    assert record["long_form"] is True and record["count"] == 2 and record["samples"] == SR
+    assert record["files"]["sample_1"]["mix"] == "sample_1/mix.wav"
+    one = tmp_path / "one"
+    run("generate", "--model", model_dir, "--out", one, "--steps", "2")  # count 1: files directly in --out
+    assert sf.info(str(one / "mix.wav")).frames == SEG and not (one / "sample_0").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--given", "flute=IN_bass"], "unknown stem 'flute'"),
+    (["--given", "bass"], "expected STEM=FILE"),
+    (["--given", "bass=IN_bass", "--generate", "kazoo"], "unknown stem"),
+    (["--given", "bass=IN_bass", "--generate", "bass"], "both --given and --generate"),
+    (["--given", "bass=IN_bass", "--given", "bass=IN_drums"], "given twice"),
+    ([f"--given={s}=IN_bass" for s in STEMS], "every stem is given"),
+    ([], "nothing is given"),
+    (["--given", "bass=IN_broken"], "broken.wav"),
+    (["--given", "bass=IN_missing"], "missing.wav: file not found"),
+    (["--given", "bass=IN_bass", "--prompt", "soft music"], "need a conditional model"),
+    (["--given", "bass=IN_bass", "--guidance", "2.0"], "need a conditional model"),
+    (["--given", "bass=IN_bass", "--sampler", "nope"], "--sampler 'nope' is unknown"),
+])
+def test_arrange_errors(model_dir: Path, inputs: dict[str, Path], tmp_path: Path, argv: list[str],
+                        message: str) -> None:
+    files = inputs | {"missing": inputs["bass"].with_name("missing.wav")}
+    argv = [_fill(a, files) for a in argv]
+    with pytest.raises(SystemExit, match=message):
+        run("arrange", "--model", model_dir, "--out", tmp_path / "o", "--steps", "2", *argv)
+    assert not (tmp_path / "o" / "mix.wav").exists()
+
+
+def _fill(arg: str, files: dict[str, Path]) -> str:
+    for k, v in files.items():
+        arg = arg.replace(f"IN_{k}", str(v))
+    return arg
+
+
+def test_missing_model_dir_and_generate_errors(model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="model directory .*nowhere does not exist"):
+        run("generate", "--model", tmp_path / "nowhere", "--out", tmp_path / "o")
+    with pytest.raises(SystemExit, match="need a conditional model"):
+        run("generate", "--model", model_dir, "--out", tmp_path / "o", "--prompt", "soft music", "--steps", "2")
+    with pytest.raises(SystemExit, match="--count must be >= 1"):
+        run("generate", "--model", model_dir, "--out", tmp_path / "o", "--count", "0")
+    with pytest.raises(SystemExit):  # argparse: --prompt and --reference are exclusive
+        run("generate", "--model", model_dir, "--out", tmp_path / "o", "--prompt", "a", "--reference", "b.wav")
