@@ -164,6 +164,7 @@ class CodecParams:
     latent_channels: int  # C of [B, S, C, T, F]; MusicLDM: 8
     train_steps: int  # train_codec: optimisation steps (0 = keep the initial/pretrained weights)
     batch_size: int  # train_codec: stem spectrograms per step
+    train_crop_frames: int  # train_codec: random mel crops of this many frames (multiple of 4; 0 = whole segment)
     lr: float
     kl_weight: float
     griffin_lim_iters: int
@@ -181,6 +182,8 @@ class CodecParams:
         _check(1 <= self.num_res_blocks <= 4, f"{key}.num_res_blocks", "must be in [1, 4]")
         _check(1 <= self.latent_channels <= 64, f"{key}.latent_channels", "must be in [1, 64]")
         _check(self.train_steps >= 0 and self.batch_size >= 1, f"{key}.train_steps", "must be >= 0 (batch_size >= 1)")
+        _check(self.train_crop_frames == 0 or (self.train_crop_frames >= 16 and self.train_crop_frames % 4 == 0),
+               f"{key}.train_crop_frames", f"must be 0 or a multiple of 4 >= 16, got {self.train_crop_frames}")
         _check(0 < self.lr < 1, f"{key}.lr", f"must be in (0, 1), got {self.lr}")
         _check(0 <= self.kl_weight < 1, f"{key}.kl_weight", f"must be in [0, 1), got {self.kl_weight}")
         _check(1 <= self.griffin_lim_iters <= 1000, f"{key}.griffin_lim_iters", "must be in [1, 1000]")

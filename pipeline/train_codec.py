@@ -80,11 +80,21 @@ def stem_stream(shards: Sequence[Path], stems: Sequence[str], *, generator: torc
 
 
 def mel_batches(stream: Iterator[np.ndarray], batch_size: int, frames: int,
-                device: str | torch.device = "cpu") -> Iterator[Tensor]:
-    """Stack `batch_size` waveforms and compute log-mels on `device`: yields [B, 1, frames, 64]."""
+                device: str | torch.device = "cpu", *, crop_frames: int = 0,
+                generator: torch.Generator | None = None) -> Iterator[Tensor]:
+    """Stack `batch_size` waveforms and compute log-mels on `device`: yields [B, 1, frames, 64].
+
+    With `crop_frames` (a multiple of 4, < frames) each item is a random crop of that many frames instead (offsets
+    on the VAE's 4-frame grid, drawn from `generator`): the VAE is fully convolutional, so it trains on short crops
+    at a fraction of the cost and still encodes whole segments.
+    """
     while True:
         wav = torch.from_numpy(np.stack([next(stream) for _ in range(batch_size)])).to(device)
-        yield log_mel(wav, target_frames=frames).unsqueeze(1)
+        mel = log_mel(wav, target_frames=frames).unsqueeze(1)
+        if 0 < crop_frames < frames:
+            starts = torch.randint(0, (frames - crop_frames) // 4 + 1, (batch_size,), generator=generator) * 4
+            mel = torch.stack([m[:, int(o):int(o) + crop_frames] for m, o in zip(mel, starts)])
+        yield mel
 
 
 def eval_set(shards_root: Path, stems: Sequence[str], limit: int) -> tuple[str, Tensor, list[str]]:
@@ -179,7 +189,8 @@ def _train(codec_obj: Codec, codec: CodecParams, seed: int, train_shards: list[P
     data_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator().manual_seed(seed + 1)
     stream = stem_stream(train_shards, stems, generator=data_gen)
-    batches = mel_batches(stream, codec.batch_size, frames, device)
+    batches = mel_batches(stream, codec.batch_size, frames, device, crop_frames=codec.train_crop_frames,
+                          generator=data_gen)
     if codec.kind == "trained":  # fresh weights: start the decoder at the data's mean log-mel
         first = next(batches)
         init_output_bias(codec_obj.vae, first)

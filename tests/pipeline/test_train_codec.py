@@ -173,3 +173,23 @@ def test_eval_set_and_training_stream_skip_silent_stems(shards: Path) -> None:
     assert all(np.abs(w).max() > 0 for w in drawn)
     again = train_codec.stem_stream(list_shards(shards / "train"), STEMS, generator=torch.Generator().manual_seed(0))
     assert all(np.array_equal(a, next(again)) for a in drawn)
+
+
+def test_mel_batches_random_crops_are_seeded_and_on_the_latent_grid():
+    import numpy as np
+    import torch
+
+    from pipeline.train_codec import mel_batches
+
+    def stream():
+        rng = np.random.default_rng(0)
+        while True:
+            yield rng.standard_normal(160 * 64).astype(np.float32) * 0.1
+
+    full = next(mel_batches(stream(), 3, 64))
+    a = next(mel_batches(stream(), 3, 64, crop_frames=16, generator=torch.Generator().manual_seed(1)))
+    b = next(mel_batches(stream(), 3, 64, crop_frames=16, generator=torch.Generator().manual_seed(1)))
+    assert full.shape == (3, 1, 64, 64) and a.shape == (3, 1, 16, 64)
+    assert torch.equal(a, b)
+    for i in range(3):  # each crop is a 4-frame-aligned window of the full mel
+        assert any(torch.equal(a[i], full[i, :, o:o + 16]) for o in range(0, 49, 4))
