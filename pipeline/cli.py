@@ -8,6 +8,8 @@
     mtmusicldm arrange --model DIR --given bass=a.wav [--given drums=b.wav] [--generate piano] --out DIR ...
     mtmusicldm import-official CKPT OUT_DIR [--no-ema] [--config YAML] [--vae-ckpt F] [--hifigan-ckpt F] [--clap-ckpt F]
     mtmusicldm import-codec OUT_CODEC_DIR --vae-ckpt vae-ckpt.ckpt --hifigan-ckpt hifigan-ckpt.ckpt
+    mtmusicldm studio --model DIR [--host 127.0.0.1] [--port 7860]   # the local web studio (studio/)
+    mtmusicldm fad DIR_A DIR_B [--backbone offline|vggish|clap] [--vggish-weights PTH] [--json] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -294,6 +296,81 @@ def _add_import_args(p: argparse.ArgumentParser) -> None:
                    help="allow a full (code-executing) unpickle if the safe loaders fail; trusted files only")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# studio
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _cmd_studio(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from studio.app import create_app
+
+    if not args.model.is_dir():
+        raise FileNotFoundError(f"model directory {args.model} does not exist (train one, or import the official "
+                                "checkpoint with `mtmusicldm import-official`)")
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if args.host not in LOOPBACK_HOSTS:
+        print(f"studio: WARNING: serving on {args.host}: anyone who can reach this address can use the model and "
+              "upload files (there is no login)", file=sys.stderr)
+    print(f"studio: loading {args.model} ...", file=sys.stderr)
+    app = create_app(args.model, max_upload_mb=args.max_upload_mb, work_root=args.work_root, device=args.device,
+                     session_ttl_hours=args.session_ttl_hours)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"studio: open http://{shown}:{args.port}/ (Ctrl-C stops it and removes its temporary files)",
+          file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fad
+
+
+def _cmd_fad(args: argparse.Namespace) -> None:
+    """FAD between two audio folders: the value on stdout (or a JSON record with --json), details on stderr."""
+    from mtmusicldm.evaluation.embedders import EMBEDDERS, make_embedder
+    from pipeline.evaluate import FadTable
+
+    if args.backbone not in EMBEDDERS:
+        raise ValueError(f"--backbone {args.backbone!r} is unknown; choose from {', '.join(sorted(EMBEDDERS))}")
+    kwargs: dict[str, Any] = {}
+    for flag, value, backbone, key in (("--vggish-weights", args.vggish_weights, "vggish", "weights"),
+                                       ("--clap-checkpoint", args.clap_checkpoint, "clap", "checkpoint")):
+        if args.backbone == backbone:
+            if value is None:
+                raise ValueError(f"--backbone {backbone} needs {flag} PATH (local weights; nothing is downloaded)")
+            if not value.is_file():
+                raise FileNotFoundError(f"{flag} {value} does not exist")
+            kwargs[key] = value
+        elif value is not None:
+            raise ValueError(f"{flag} is only used with --backbone {backbone}")
+    for d in (args.dir_a, args.dir_b):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a folder of audio files")
+    table = FadTable(make_embedder(args.backbone, **kwargs), args.cache)
+    value = table.fad(args.dir_a, args.dir_b, "fad", recursive_a=args.recursive, recursive_b=args.recursive)
+    a, b = (table.embeddings(d, args.recursive) for d in (args.dir_a, args.dir_b))
+    emb = table.embedder
+    record = {"fad": value, "dir_a": str(args.dir_a), "dir_b": str(args.dir_b), "files_a": len(a.names),
+              "files_b": len(b.names), "embeddings_a": int(a.embeddings.shape[0]),
+              "embeddings_b": int(b.embeddings.shape[0]), "backbone": emb.name, "embedding_dim": int(emb.dim),
+              "fingerprint": emb.fingerprint(), "comparable_to_paper": bool(emb.comparable_to_paper),
+              "rank_deficient": bool(table.rank_deficient)}
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{value:.6f}")
+    notes = [f"{emb.name} backbone, {record['files_a']} vs {record['files_b']} files "
+             f"({record['embeddings_a']} vs {record['embeddings_b']} embeddings of {emb.dim} dims)"]
+    if record["rank_deficient"]:
+        notes.append(f"rank-deficient covariance: fewer than {emb.dim + 1} embeddings in a set (biased, noisy)")
+    if not record["comparable_to_paper"]:
+        notes.append(f"{emb.name} backbone: not comparable with published VGGish FAD")
+    print("fad: " + "; ".join(notes), file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtmusicldm", description="Multi-Track MusicLDM pipeline tools")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
@@ -365,6 +442,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hifigan-ckpt", type=Path, required=True)
     _add_import_args(p)
     p.set_defaults(func=_cmd_import_codec)
+
+    p = sub.add_parser("studio", help="a local web page: upload stems, pick what to generate, listen, download",
+                       description="Serves the studio (FastAPI + uvicorn) on --host:--port, loopback by default. "
+                                   "One generation runs at a time (others queue); uploads and results live in a "
+                                   "temporary folder under --work-root that is removed when the studio stops.")
+    p.add_argument("--model", type=Path, required=True, help="model directory (models/ldm or an imported one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="size limit of one uploaded file (MB)")
+    p.add_argument("--work-root", type=Path, default=None, help="parent of the temporary folder (default: $TMPDIR)")
+    p.add_argument("--session-ttl-hours", type=float, default=6.0, help="remove idle sessions after this long")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=_cmd_studio)
+
+    p = sub.add_parser("fad", help="Frechet audio distance between two folders of audio files",
+                       description="Embeds every audio file of DIR_A and DIR_B (first channel, resampled to the "
+                                   "backbone's rate), pools the frames and prints the Frechet distance. offline "
+                                   "(default) needs no weights but is not comparable with published VGGish FAD.")
+    p.add_argument("dir_a", type=Path, metavar="DIR_A", help="e.g. the generated audio")
+    p.add_argument("dir_b", type=Path, metavar="DIR_B", help="e.g. the reference audio")
+    p.add_argument("--backbone", default="offline", help="offline (default) | vggish | clap")
+    p.add_argument("--vggish-weights", type=Path, default=None, help="local vggish-10086976.pth (--backbone vggish)")
+    p.add_argument("--clap-checkpoint", type=Path, default=None, help="local CLAP checkpoint (--backbone clap)")
+    p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: no cache)")
+    p.add_argument("--recursive", action="store_true", help="include audio files in sub-folders")
+    p.add_argument("--json", action="store_true", help="print a JSON record instead of the bare value")
+    p.set_defaults(func=_cmd_fad)
     return parser
 
 

@@ -182,10 +182,13 @@ def test_sample_stage_untrained_reference(setup: dict[str, Path]) -> None:
     ref = sf.read(str(out / "total" / "bass" / f"{item}.wav"))[0]
     assert np.isfinite(gen).all() and not np.allclose(gen, ref)  # a different (untrained) model
     # the trained outputs are unchanged by the extra reference run
-    plain = stage.run(7, STEMS, audio, PARAMS, setup["model"], setup["shards"], setup["root"] / "plain")
+    plain_dir = setup["root"] / "samples"  # test_sample_stage_writes_all_settings: same seed and params
+    if not (plain_dir / "index.json").is_file():
+        stage.run(7, STEMS, audio, PARAMS, setup["model"], setup["shards"], plain_dir)
+    plain = json.loads((plain_dir / "index.json").read_text())
     assert plain["untrained"] is None and {r["model"] for r in plain["samples"]} == {"trained"}
     ours = {k: v for k, v in _hashes(out).items() if not k.startswith("untrained/") and k != "index.json"}
-    assert ours == {k: v for k, v in _hashes(setup["root"] / "plain").items() if k != "index.json"}
+    assert ours == {k: v for k, v in _hashes(plain_dir).items() if k != "index.json"}
     # the official init zeroes the output convs: the untrained UNet predicts eps = 0, seeded and deterministic
     model = MTMusicLDM.from_pretrained(setup["model"])
     a, b = stage.untrained_model(model, 3), stage.untrained_model(model, 3)
