@@ -17,6 +17,21 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 
+OUTPUTS = """
+Outputs
+  corpus           data/raw/              (source.json: what and where)
+  shards           data/shards/           (report.json: tracks, segments, skipped tracks and why)
+  codec            models/codec/          (report.json + recon.png: reconstruction quality)
+  latents          data/latents/          (latents.json: shape, scale factor)
+  model            models/ldm/            (loss.png; load with mtmusicldm.MTMusicLDM.from_pretrained)
+  audio            samples/               (per setting: <stem>.wav + mix.wav; index.json)
+  metrics          metrics/fad.json, metrics/coherence.json, metrics/arrangement.csv
+  report           reports/evaluation.md  (+ fad_arrangement.png, spectrograms.png)
+Try: mtmusicldm arrange --model models/ldm --given bass=samples/target/bass/<file>.wav --out out/
+     mtmusicldm studio --model models/ldm
+"""
+
+
 def stage_names(repo: Path) -> list[str]:
     """Stages in the order dvc.yaml lists them (which is a valid topological order)."""
     return list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
@@ -32,6 +47,9 @@ def summary_markdown(repo: Path) -> str:
         for split, s in r["splits"].items():
             lines.append(f"| {split} | {s['tracks']} | {s['segments']} | {s['hours_segments']:.3f} |")
         lines.append(f"\nSkipped tracks: {len(r['skipped'])} (reasons in `data/shards/report.json`).")
+    evaluation = repo / "reports" / "evaluation.md"
+    if evaluation.is_file():  # the FAD tables beside the paper's numbers, written by the evaluate stage
+        lines += ["", evaluation.read_text()]
     return "\n".join(lines)
 
 
@@ -52,7 +70,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rerun stages even if DVC has them cached")
     args = parser.parse_args()
     end_to_end(stages=args.stage, force=args.force)
-    print("\nOutputs: shards + report in data/shards/ (report.json); corpus in data/raw/.")
+    print(OUTPUTS)
 
 
 if __name__ == "__main__":

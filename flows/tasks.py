@@ -1,9 +1,12 @@
 """Prefect tasks that drive DVC: DVC owns the DAG and the cache, Prefect owns retries, logs and artifacts."""
 from __future__ import annotations
 
+import collections
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from flows import _env  # noqa: F401  (environment before prefect)
@@ -26,20 +29,45 @@ def _env_with_venv() -> dict[str, str]:
     return env
 
 
+_PROGRESS_LINE = re.compile(r"\|\s*\d+/\d*\s*\[")  # a tqdm bar: "desc:  50%|#####     | 30/60 [..."
+
+
+def _pump_stderr(stream, tail: collections.deque) -> None:
+    """Pass the stage's stderr (tqdm progress bars) through to ours live, keeping the tail for error messages."""
+    for chunk in iter(lambda: stream.read(256), ""):
+        sys.stderr.write(chunk)
+        sys.stderr.flush()
+        tail.append(chunk)
+
+
 @task(cache_policy=NONE, task_run_name="dvc repro {stage}")
 def dvc_repro(stage: str, repo: Path, force: bool = False) -> str:
-    """Run `dvc repro <stage>` in `repo`; returns its output. Raises StageFailed with the stage's error."""
+    """Run `dvc repro <stage>` in `repo`; returns its stdout. Raises StageFailed with the stage's error.
+
+    The stage's progress bars stream to this process's stderr as they happen; its stdout goes to the flow log.
+    """
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), stage]
     logger.info("running %s", " ".join(cmd[2:]))
-    proc = subprocess.run(cmd, cwd=repo, env=_env_with_venv(), capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        logger.info("%s | %s", stage, line)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-        logger.error("%s failed:\n%s", stage, tail)
-        raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}):\n{tail}")
-    return proc.stdout
+    proc = subprocess.Popen(cmd, cwd=repo, env=_env_with_venv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, bufsize=1)
+    tail: collections.deque = collections.deque(maxlen=64)
+    pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
+    pump.start()
+    out_lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out_lines.append(line)
+        logger.info("%s | %s", stage, line.rstrip())
+    returncode = proc.wait()
+    pump.join(timeout=5)
+    if returncode != 0:
+        err = "".join(tail).replace("\r", "\n")
+        lines = [ln for ln in err.splitlines() if ln.strip() and not _PROGRESS_LINE.search(ln)]
+        msg = "\n".join((lines or [ln.rstrip() for ln in out_lines])[-25:])
+        logger.error("%s failed:\n%s", stage, msg)
+        raise StageFailed(f"stage {stage!r} failed (exit {returncode}):\n{msg}")
+    return "".join(out_lines)
 
 
 def repro_task(stage: str):

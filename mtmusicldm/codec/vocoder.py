@@ -97,7 +97,8 @@ def load_vocoder_pretrained(path_or_hub_id: str, subfolder: str | None = "vocode
 class GriffinLimVocoder:
     """Deterministic Griffin-Lim inversion of the project's log-mel (librosa; CPU, float64 internally).
 
-    mel -> exp -> NNLS mel-to-magnitude (`librosa.feature.inverse.mel_to_stft`, Slaney filterbank, power 1) ->
+    mel -> exp -> mel-to-magnitude (`mel_inverse`: "pinv", the filterbank's pseudo-inverse clamped at 0, ~100x
+    faster; or "nnls", librosa's non-negative least squares `mel_to_stft`, slightly more faithful) ->
     `librosa.griffinlim` with random initial phase drawn from `np.random.default_rng(seed)` for every item, so an
     item's output depends only on its own mel and the seed.
 
@@ -111,11 +112,16 @@ class GriffinLimVocoder:
         n_iter: Griffin-Lim iterations.
         seed: phase-initialisation seed.
         n_samples: output length; None -> `frames * hop`.
+        mel_inverse: "pinv" (default) or "nnls".
     """
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 160, n_mels: int = 64,
                  fmin: float = 0.0, fmax: float = 8000.0, n_iter: int = 32, seed: int = 0,
-                 n_samples: int | None = None) -> None:
+                 n_samples: int | None = None, mel_inverse: str = "pinv") -> None:
+        if mel_inverse not in ("pinv", "nnls"):
+            raise ValueError(f"mel_inverse must be 'pinv' or 'nnls', got {mel_inverse!r}")
+        self.mel_inverse = mel_inverse
+        self._pinv: np.ndarray | None = None
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop = hop
@@ -131,6 +137,12 @@ class GriffinLimVocoder:
 
         The mel count is implied by the input (librosa reads it from `M.shape[-2]`).
         """
+        if self.mel_inverse == "pinv":
+            if self._pinv is None:
+                basis = librosa.filters.mel(sr=self.sample_rate, n_fft=self.n_fft, n_mels=mel.shape[-1],
+                                            fmin=self.fmin, fmax=self.fmax, htk=False, norm="slaney")
+                self._pinv = np.linalg.pinv(basis.astype(np.float64))
+            return np.maximum(self._pinv @ np.exp(mel.T.astype(np.float64)), 0.0)
         return librosa.feature.inverse.mel_to_stft(
             np.exp(mel.T.astype(np.float64)), sr=self.sample_rate, n_fft=self.n_fft, power=1.0,
             fmin=self.fmin, fmax=self.fmax, htk=False, norm="slaney",

@@ -112,3 +112,22 @@ def test_vocode_stems_keeps_stem_order() -> None:
             assert torch.equal(wav[b, s], _FirstBinVocoder()(mel[b, s][None])[0])
     with pytest.raises(ValueError, match=r"\[B, S, T, F\]"):
         vocode_stems(_FirstBinVocoder(), mel[0])
+
+
+def test_pinv_mel_inverse_agrees_with_nnls():
+    import numpy as np
+    import pytest
+
+    from mtmusicldm.audio import log_mel
+    from mtmusicldm.codec.vocoder import GriffinLimVocoder
+
+    t = np.arange(16000) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 2500 * t)).astype(np.float32)
+    mel = log_mel(wav).numpy()
+    fast = GriffinLimVocoder(mel_inverse="pinv").magnitude(mel)
+    slow = GriffinLimVocoder(mel_inverse="nnls").magnitude(mel)
+    assert fast.shape == slow.shape and (fast >= 0).all()
+    assert np.argmax(fast.mean(1)) == np.argmax(slow.mean(1))  # same dominant bin (440 Hz)
+    assert np.corrcoef(fast.ravel(), slow.ravel())[0, 1] > 0.9
+    with pytest.raises(ValueError, match="mel_inverse"):
+        GriffinLimVocoder(mel_inverse="svd")

@@ -1,0 +1,69 @@
+"""The whole chain on a tiny project, then incremental retraining and two scheduled evaluations."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.project_copy import make_project
+
+pytestmark = pytest.mark.slow
+
+
+def _latest_step(repo) -> int:
+    return int((repo / "checkpoints" / "ldm" / "latest").read_text().strip().split("-")[-1])
+
+
+def test_full_chain_incremental_retrain_and_scheduled_evaluation(prefect_harness, tmp_path, monkeypatch):
+    from flows.end_to_end import end_to_end
+    from flows.incremental import incremental_retrain
+    from flows.scheduled_eval import HISTORY, evaluate_latest
+    from pipeline.params_edit import get_param
+
+    monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
+    repo = make_project(tmp_path / "proj")
+    end_to_end(repo=str(repo))
+    fad = json.loads((repo / "metrics" / "fad.json").read_text())
+    assert len(fad["table3"]["mixture"]) >= 14 and (repo / "reports" / "evaluation.md").is_file()
+    assert _latest_step(repo) == 3
+    codec_mtime = (repo / "models" / "codec" / "codec.json").stat().st_mtime_ns
+    latents_mtime = (repo / "data" / "latents" / "latents.json").stat().st_mtime_ns
+
+    # Two more steps: only train -> sample -> evaluate rerun, training continues from step 3.
+    out = incremental_retrain(repo=str(repo), extra_steps=2)
+    assert out["overrides"] == {"train.steps": 5} and get_param(repo / "params.yaml", "train.steps") == 5
+    assert "# " in (repo / "params.yaml").read_text()  # comments kept
+    assert _latest_step(repo) == 5
+    assert json.loads((repo / "models" / "ldm" / "config.json").read_text())["trained_steps"] == 5
+    assert (repo / "models" / "codec" / "codec.json").stat().st_mtime_ns == codec_mtime
+    assert (repo / "data" / "latents" / "latents.json").stat().st_mtime_ns == latents_mtime
+
+    # Scheduled evaluation: each run appends to the history; the second is a DVC cache hit.
+    first = evaluate_latest(repo=str(repo))
+    metrics_mtime = (repo / "metrics" / "fad.json").stat().st_mtime_ns
+    second = evaluate_latest(repo=str(repo))
+    assert (repo / "metrics" / "fad.json").stat().st_mtime_ns == metrics_mtime
+    lines = (repo / HISTORY).read_text().splitlines()
+    assert len(lines) == 2 and first["trained_steps"] == second["trained_steps"] == 5
+    assert first["metrics"] and first["model_sha256"] == second["model_sha256"]
+
+
+def test_bad_override_changes_nothing(tmp_path):
+    from mtmusicldm.config import ParamsError
+    from pipeline.params_edit import set_params
+
+    repo = make_project(tmp_path / "p")
+    before = (repo / "params.yaml").read_text()
+    with pytest.raises(ParamsError, match="train.steps"):
+        set_params(repo / "params.yaml", {"train.steps": 0})
+    with pytest.raises(KeyError, match="train.nope"):
+        set_params(repo / "params.yaml", {"train.nope": 1})
+    assert (repo / "params.yaml").read_text() == before
+
+
+def test_scheduled_deployment_is_constructible():
+    from flows.scheduled_eval import evaluate_latest
+
+    deployment = evaluate_latest.to_deployment(name="nightly-evaluation", cron="0 3 * * *")
+    assert deployment.name == "nightly-evaluation"
+    assert any("0 3 * * *" in str(s) for s in (deployment.schedules or []))
