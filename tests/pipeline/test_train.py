@@ -35,6 +35,7 @@ def _params(tmp: Path, **train) -> Path:
     raw = yaml.safe_load((ROOT / "profiles" / "embedded.yaml").read_text())
     raw["model"] = {"channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [2],
                     "num_head_channels": 32}
+    raw["conditioning"]["clap"] = "random"  # a conditional model (the latents below carry CLAP embeddings)
     raw["train"].update({"steps": 3, "batch_size": 1, "checkpoint_every": 2, "log_every": 1, "warmup_steps": 1,
                          "num_workers": 0, **train})
     path = tmp / "params.yaml"
