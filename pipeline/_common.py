@@ -62,3 +62,12 @@ def use_profile(name: str, params_path: Path = Path("params.yaml")) -> Path:
 def parse_and_load(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Params]:
     args = parser.parse_args(argv)
     return args, load_params(args.params)
+
+
+def resolve_device(name: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; other names pass through."""
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

@@ -42,7 +42,7 @@ from mtmusicldm.data.latents import (
     write_latents_index,
 )
 from mtmusicldm.data.shards import DecodedSample, ShardWriter, iter_samples
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
 
 PARTIAL_INFIX = ".encode-partial-"
 
@@ -309,13 +309,6 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
     meta = index_to_json(index)
     return meta | {"encoded_shards": encoded, "resumed_shards": resumed,
                    "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def resolve_device(name: str) -> str:
-    """"auto" -> "cuda" when available, else "cpu"; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def main(argv: Sequence[str] | None = None) -> None:

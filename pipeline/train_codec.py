@@ -32,7 +32,7 @@ from mtmusicldm.codec.training import init_output_bias, log_spectral_distance, m
 from mtmusicldm.config import AudioParams, CodecParams, params_to_dict
 from mtmusicldm.data.shards import iter_samples, list_shards
 from mtmusicldm.utils.fs import atomic_dir
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
 
 EVAL_STEMS = 32
 SHUFFLE_BUFFER = 256  # stem waveforms held for shuffling (~170 MB at 10.24 s)
@@ -256,13 +256,6 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
                     source=codec_obj.info["source"])
         plot_reconstructions(tmp / "recon.png", rec, labels, l1)
     return report | {"seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}
-
-
-def resolve_device(name: str) -> str:
-    """"auto" -> "cuda" when available, else "cpu"; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def main(argv: Sequence[str] | None = None) -> None:
