@@ -1,4 +1,4 @@
-"""The `mtmusicldm` command line: the stages without DVC, profile switching, and (later) generation tools.
+"""The `mtmusicldm` command line: stages without DVC, profiles, generation, import, the studio and FAD.
 
     mtmusicldm profile {embedded,paper}          # copy profiles/<name>.yaml to params.yaml (validated)
     mtmusicldm params [--params FILE]            # validate and print the resolved params
@@ -52,9 +52,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         if args.root is not None:
             print("prepare: --root is not used with --source synthetic", file=sys.stderr)
         data = replace(p.data, source="synthetic", local_root=None)
-        info = download.run(data, p.synthetic, args.raw)
+        download.run(data, p.synthetic, args.raw)
         source, root = download.resolve_root(args.raw)
-        del info
     else:
         if args.root is None:
             raise SystemExit(f"prepare: --root PATH is required with --source {args.source}")
