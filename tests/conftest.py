@@ -36,3 +36,15 @@ def golden_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def manifests_dir(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "manifests"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: 2 OpenMP threads on a shared 2-core machine run them
+    several times slower. Opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,6 +16,8 @@ from mtmusicldm.diffusion.inpainting import arrangement_combinations, arrangemen
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SEG = 10240  # 0.64 s: mel 64 frames, latent T' = 16
 FILM = 16
 
@@ -87,15 +89,6 @@ def make_tiny_model(conditional: bool = False, seed: int = 0) -> TinyModel:
         vae = build_vae(ch=16, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=4, norm_num_groups=8)
     return TinyModel(unet, Codec(vae=vae, vocoder=CheapVocoder(), latent_channels=4),
                      clap=FakeClap() if conditional else None)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny models run fastest single-threaded, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

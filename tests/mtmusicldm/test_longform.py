@@ -16,16 +16,10 @@ from mtmusicldm import longform as L
 from mtmusicldm.audio import AudioError, load_audio
 from test_generation import SEG, TinyModel, make_tiny_model, song  # tests/mtmusicldm is on sys.path (rootdir)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SR = 16000
 KNOWN = torch.tensor([[True, True, False, False]])  # bass + drums given, guitar + piano generated
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,9 @@ import torch
 from mtmusicldm.audio import save_audio
 from pipeline import cli
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SR = 16000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tones(folder: Path, base: float, n: int = 4, seconds: float = 2.0, noise: float = 0.0) -> Path:

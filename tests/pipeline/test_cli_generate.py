@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ from mtmusicldm.codec.vocoder import GriffinLimVocoder, HifiGanVocoder
 from mtmusicldm.ldm import make_model_config, save_model_dir
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
 from pipeline import cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 SEG = 10240  # 0.64 s segments: latent [4, 4, 16, 16]
 SR = 16000
@@ -59,14 +60,6 @@ def make_model_dir(root: Path, seed: int = 0, vocoder: str = "griffin_lim", film
                                uncond_clap=None if film_dim is None else [film_dim ** -0.5] * film_dim,
                                trained_steps=0, source="test")
     return save_model_dir(root / "ldm", unet, unet, config)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,13 @@ from mtmusicldm.data.shards import ShardWriter, encode_sample, iter_samples, lis
 from pipeline import encode
 from tests.pipeline.test_train_codec import SR, STEMS, stem_audio, tiny_params, write_tiny_shards
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 os.environ["MTMUSICLDM_NO_PROGRESS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 LATENT_SHAPE = [4, 8, 16, 16]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from threads, and lose a lot when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_encode(shards: Path, codec_dir: Path, out: Path, **overrides) -> dict:

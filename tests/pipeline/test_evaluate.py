@@ -21,19 +21,13 @@ from mtmusicldm.data.shards import ShardWriter, encode_sample
 from pipeline import evaluate as stage
 from pipeline import report
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SR, SEG, N_ITEMS, N_HELDOUT = 16000, 32000, 4, 4  # 2 s items: 2 offline-backbone blocks each
 COMBOS = ["".join(s[0].upper() for s in c) for k in (1, 2, 3) for c in combinations(STEMS, k)]
 NOISY = "D"  # arrange_D is white noise; arrange_B and total are copies of the targets
 PARAMS = EvaluateParams(backbone="offline", vggish_weights=None, clap_checkpoint=None, text_references={},
                         coherence=True, seed=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def song(i: int) -> np.ndarray:

@@ -19,18 +19,12 @@ from mtmusicldm.data.shards import ShardWriter, encode_sample
 from pipeline import sample as stage
 from tests.pipeline.test_cli_generate import SEG, SR, make_model_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 PARAMS = stage.SampleParams(count=2, batch_size=2, sampler="ddim", steps=2, eta=None, noise_mode="fresh", total=True,
                             arrangement=True, guidance_scale=2.0, arrangement_guidance_scale=1.0,
                             arrangement_conditioning="target_mix", prompts=("soft music",), subtype="PCM_16",
                             untrained_reference=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

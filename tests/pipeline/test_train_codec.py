@@ -18,20 +18,13 @@ from mtmusicldm.data.shards import ShardWriter, encode_sample, list_shards
 from pipeline import train_codec
 from pipeline._common import PROFILES_DIR, load_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 os.environ["MTMUSICLDM_NO_PROGRESS"] = "1"
 
 SR = 16000
 SEGMENT = 10240  # 0.64 s -> 64 mel frames -> latent T' = 16
 STEMS = ("bass", "drums", "guitar", "piano")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from threads, and lose a lot when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_params() -> Params:
@@ -161,7 +154,6 @@ def test_cli_main(shards: Path, tmp_path: Path) -> None:
     train_codec.main(["--params", str(params), "--shards", str(shards), "--out", str(tmp_path / "codec"),
                       "--device", "cpu"])
     assert (tmp_path / "codec" / "codec.json").is_file()
-
 
 
 def test_eval_set_and_training_stream_skip_silent_stems(shards: Path) -> None:

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import pathlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,11 @@ from mtmusicldm.official.hifigan import official_hifigan_key_map
 from mtmusicldm.official.vae import official_vae_key_map
 from pipeline._common import PROFILES_DIR, load_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 TINY_DDCONFIG = {"double_z": True, "z_channels": 8, "resolution": 256, "in_channels": 1, "out_ch": 1, "ch": 32,
                  "ch_mult": [1, 2, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 TINY_HIFIGAN = dict(cd.MUSICLDM_HIFIGAN_CONFIG, upsample_initial_channel=32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from threads, and lose a lot when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def codec_params(**changes) -> CodecParams:
