@@ -335,7 +335,7 @@ class SampleParams:
 class EvaluateParams:
     """The `evaluate` stage: FAD (Tables 1-3), reference rows and coherence metrics."""
 
-    backbone: Literal["offline", "vggish", "clap"]  # offline: no weights, NOT comparable with published FAD
+    backbone: Literal["offline", "vggish", "clap", "crepe"]  # offline/crepe: NOT comparable with published FAD
     vggish_weights: str | None  # vggish-10086976.pth (torchvggish release), required for backbone vggish
     clap_checkpoint: str | None  # CLAP weights for backbone clap (MusicLDM clap-ckpt.pt)
     text_references: dict[str, str]  # Table 2: prompt -> folder of reference clips tagged with it

@@ -1,4 +1,4 @@
-"""Audio folders -> embeddings -> FAD, with a content-addressed embedding cache.
+"""Audio folders -> embeddings, with a content-addressed embedding cache (FAD between folders: `fad_table`).
 
 Loading policy (audioldm_eval's, official spec §9): every file is read at the embedder's rate (files at other
 rates are resampled with soxr and counted in the result), the *first* channel is kept, files are sorted by their
@@ -26,12 +26,11 @@ import numpy as np
 
 from mtmusicldm.audio import audio_info, load_audio
 from mtmusicldm.evaluation.base import AudioEmbedder
-from mtmusicldm.evaluation.fad import fad_from_embeddings
 from mtmusicldm.utils.fs import atomic_file
 
 __all__ = [
-    "AUDIO_SUFFIXES", "AudioSet", "DirEmbeddings", "EmbeddingCache", "FadResult", "directory_digest", "embed_dir",
-    "embed_set", "fad_dirs", "list_audio_files", "load_audio_dir", "load_audio_set",
+    "AUDIO_SUFFIXES", "AudioSet", "DirEmbeddings", "EmbeddingCache", "directory_digest", "embed_dir", "embed_set",
+    "list_audio_files", "load_audio_dir", "load_audio_set",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -272,63 +271,3 @@ def embed_dir(directory: str | Path, embedder: AudioEmbedder, *, cache: Embeddin
         else:
             _log.warning("%s changed while it was embedded; result not cached", directory)
     return entry
-
-
-@dataclass(frozen=True)
-class FadResult:
-    """FAD between two folders.
-
-    Attributes:
-        value: the Fréchet distance (frames pooled over files, not square-rooted).
-        n_a, n_b: number of files.
-        frames_a, frames_b: number of embeddings (Gaussian sample sizes).
-        backbone: embedder name.
-        comparable_to_paper: True only for VGGish with the released weights.
-        fingerprint: the embedder's fingerprint.
-        source_rates_a, source_rates_b: native rate -> file count (rates other than the backbone's were resampled).
-    """
-
-    value: float
-    n_a: int
-    n_b: int
-    frames_a: int
-    frames_b: int
-    backbone: str
-    comparable_to_paper: bool
-    fingerprint: str = ""
-    source_rates_a: dict[int, int] = field(default_factory=dict)
-    source_rates_b: dict[int, int] = field(default_factory=dict)
-
-
-def fad_dirs(dir_a: str | Path, dir_b: str | Path, backbone: str | AudioEmbedder = "offline",
-             cache_dir: str | Path | None = None, *, recursive: bool = False, channel: Channel = "first",
-             progress: bool = False, **embedder_kwargs: object) -> FadResult:
-    """FAD between two audio folders (e.g. generated vs reference).
-
-    Args:
-        dir_a: first folder (generated).
-        dir_b: second folder (reference).
-        backbone: a key of `EMBEDDERS` (built with `embedder_kwargs`) or a ready embedder.
-        cache_dir: embedding cache folder; None disables caching.
-        recursive, channel: loading options (see `load_audio_set`).
-        progress: show progress bars.
-        **embedder_kwargs: constructor arguments when `backbone` is a name.
-
-    Returns:
-        FadResult.
-    """
-    if isinstance(backbone, str):
-        from mtmusicldm.evaluation.embedders import make_embedder
-
-        embedder = make_embedder(backbone, **embedder_kwargs)
-    elif embedder_kwargs:
-        raise ValueError("fad_dirs: embedder keyword arguments are only accepted with a backbone name")
-    else:
-        embedder = backbone
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-    a = embed_dir(dir_a, embedder, cache=cache, recursive=recursive, channel=channel, progress=progress)
-    b = embed_dir(dir_b, embedder, cache=cache, recursive=recursive, channel=channel, progress=progress)
-    value = fad_from_embeddings(a.embeddings, b.embeddings)
-    return FadResult(value, len(a.names), len(b.names), a.embeddings.shape[0], b.embeddings.shape[0],
-                     embedder.name, bool(embedder.comparable_to_paper), embedder.fingerprint(),
-                     a.source_rates, b.source_rates)
