@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "fad_replicates", "frechet_distance_batch", "interval", "mean_interval", "resample"]
+__all__ = ["Interval", "fad_replicates", "frechet_distance_batch", "interval", "mean_interval", "pair_replicates",
+           "resample"]
 
 LEVEL = 0.95
 _CHUNK = 64  # replicates per batched covariance (memory: CHUNK * D^2 float64)
@@ -139,3 +140,26 @@ def fad_replicates(files_a: Sequence[np.ndarray], files_b: Sequence[np.ndarray],
         value = frechet_distance_batch(mu1, c1, mu2, c2)
         out.append(np.where((n1 >= 2) & (n2 >= 2), value, np.nan))
     return np.concatenate(out)
+
+
+def pair_replicates(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matched and mismatched mean pair scores of every resample of a pair-score matrix.
+
+    Args:
+        scores: [N, N], scores[i, j] = score(stem_i, context_j) (see `coherence`).
+        idx: [B, N] item indices (from `resample`).
+
+    Returns:
+        ([B] mean of scores[k, k] over the drawn items, [B] mean of scores[k, l] over drawn pairs of different
+        items, NaN when a resample drew a single item).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    counts = np.stack([np.bincount(r, minlength=s.shape[0]) for r in idx]).astype(np.float64)  # [B, N]
+    diag = np.diag(s)
+    matched = (counts @ diag) / idx.shape[1]
+    same = (counts**2) @ diag
+    pairs = idx.shape[1] ** 2 - (counts**2).sum(axis=1)
+    total = np.einsum("bi,ij,bj->b", counts, s, counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mismatched = np.where(pairs > 0, (total - same) / pairs, np.nan)
+    return matched, mismatched

@@ -42,6 +42,7 @@ class CoherenceResult:
         z: (matched - null mean) / null std over `n_shuffles` seeded derangements (nan if the null std is 0).
         n: number of items.
         per_item: [n] matched scores.
+        scores: [n, n] pair scores, scores[i, j] = score(a_i, b_j) (bootstrap intervals resample it).
     """
 
     matched: float
@@ -50,6 +51,7 @@ class CoherenceResult:
     z: float
     n: int
     per_item: np.ndarray
+    scores: np.ndarray
 
 
 def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +87,7 @@ def coherence_from_scores(scores: np.ndarray, *, seed: int = 0, n_shuffles: int 
     null = np.array([s[idx, _derangement(n, rng)].mean() for _ in range(n_shuffles)])
     std = float(null.std(ddof=1))
     z = (matched - float(null.mean())) / std if std > _EPS else float("nan")
-    return CoherenceResult(matched, shuffled, matched - shuffled, z, n, diag)
+    return CoherenceResult(matched, shuffled, matched - shuffled, z, n, diag, s)
 
 
 def _check_pairs(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

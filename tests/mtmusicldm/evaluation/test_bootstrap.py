@@ -80,3 +80,18 @@ def test_mean_interval_covers_the_mean() -> None:
     half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)
     assert ci.low == pytest.approx(v.mean() - half, abs=0.03) and ci.high == pytest.approx(v.mean() + half, abs=0.03)
     assert np.isnan(mean_interval([np.nan], 10, 0).value)
+
+
+def test_pair_replicates_match_the_resampled_matrix() -> None:
+    from mtmusicldm.evaluation.bootstrap import pair_replicates
+
+    s = np.random.default_rng(4).normal(size=(9, 9))
+    idx = resample(9, 30, seed=2)
+    matched, mismatched = pair_replicates(s, idx)
+    for b in range(30):
+        sub = s[np.ix_(idx[b], idx[b])]
+        different = idx[b][:, None] != idx[b][None, :]
+        assert matched[b] == pytest.approx(np.diag(sub).mean())
+        assert mismatched[b] == pytest.approx(sub[different].mean())
+    full = pair_replicates(s, np.arange(9)[None])
+    assert full[0][0] == pytest.approx(np.diag(s).mean()) and full[1][0] == pytest.approx(s[~np.eye(9, dtype=bool)].mean())
