@@ -78,7 +78,7 @@ def test_network_matches_torchvggish(weights: Path) -> None:
     x = np.random.default_rng(1).normal(size=(5, 96, 64)).astype(np.float32)
     with torch.inference_mode():
         want = _reference_vgg(state)(torch.from_numpy(x)[:, None]).numpy()
-    np.testing.assert_allclose(ours.embed_examples(x), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours.embed_examples(x), want, rtol=1e-4, atol=1e-7)  # outputs ~1e-2
     assert isinstance(ours.net, VGGishNet)
 
 
@@ -112,7 +112,7 @@ def test_frechet_audio_distance_loader_from_a_local_hub_cache(weights: Path, tmp
     assert fad_model.postprocess is False and not isinstance(fad_model.embeddings[-1], torch.nn.ReLU)
     ours = VGGishEmbedder(weights)
     wav = _wav(2.5)
-    np.testing.assert_allclose(via_hub.embed(wav), ours.embed(wav), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(via_hub.embed(wav), ours.embed(wav), rtol=1e-4, atol=1e-7)
     assert via_hub.comparable_to_paper and via_hub.fingerprint() != ours.fingerprint()  # loader recorded
     with pytest.raises(FileNotFoundError, match="hubconf.py"):
         load_fad_vggish(tmp_path / "empty")
