@@ -2,17 +2,19 @@
 
 `FadTable` embeds each folder once (through the content-addressed `EmbeddingCache`, see `audio_sets`) and computes
 FADs between folders or halves of folders (even / odd files). Every value comes with its 95 % bootstrap interval
-(`bootstrap`): files are resampled with a generator seeded from `seed` and the row's label, paired (the same
-indices for both sets) when both folders hold the same file names, e.g. generated item i and its target i, and
-independently otherwise (halves, held-out segments). The point estimate is `fad.fad_from_embeddings`.
+(`bootstrap`): files are resampled with a generator seeded from `seed` and the set size, paired (the same indices
+for both sets) when both folders hold the same file names, e.g. generated item i and its target i, and
+independently otherwise (halves, held-out segments). Rows over the same items therefore share their resamples, so
+`mean_row` of several rows (e.g. the 14 arrangements) is bootstrapped jointly. The point estimate is
+`fad.fad_from_embeddings`. With `skip_bad`, unreadable or non-finite files are left out and listed in `notes`.
 
 Used by the evaluate stage (`pipeline/evaluate.py`), the `mtmusicldm fad` command and the benchmarks.
 """
 from __future__ import annotations
 
 import warnings
-import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +25,7 @@ from mtmusicldm.evaluation.base import AudioEmbedder
 from mtmusicldm.evaluation.bootstrap import fad_replicates, interval, resample
 from mtmusicldm.evaluation.fad import RankDeficientWarning, fad_from_embeddings
 
-__all__ = ["FadRow", "FadTable"]
+__all__ = ["FadRow", "FadTable", "mean_row"]
 
 Part = Literal["all", "even", "odd"]
 
@@ -38,6 +40,7 @@ class FadRow:
         n_a, n_b: files in each set.
         frames_a, frames_b: embeddings in each set.
         paired: the two sets were resampled together (same file names).
+        replicates: [B] FAD of each bootstrap resample.
     """
 
     value: float
@@ -48,6 +51,7 @@ class FadRow:
     frames_a: int
     frames_b: int
     paired: bool
+    replicates: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0))
 
     def as_dict(self) -> dict[str, float | int]:
         """The fad.json record: value, low, high, n_a, n_b."""
@@ -62,16 +66,17 @@ class FadTable:
         embedder: the backbone.
         cache_dir: embedding cache folder, None for no cache.
         n_boot: bootstrap resamples per row.
-        seed: base seed of the resampling (each row derives its own from its label).
+        seed: seed of the resampling.
+        skip_bad: leave out files that cannot be read or embedded (noted) instead of raising.
     """
 
     def __init__(self, embedder: AudioEmbedder, cache_dir: str | Path | None = None, *, n_boot: int = 200,
-                 seed: int = 0) -> None:
+                 seed: int = 0, skip_bad: bool = False) -> None:
         if n_boot < 10:
             raise ValueError(f"FadTable: n_boot must be >= 10 for a 95 % interval, got {n_boot}")
         self.embedder = embedder
         self.cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-        self.n_boot, self.seed = int(n_boot), int(seed)
+        self.n_boot, self.seed, self.skip_bad = int(n_boot), int(seed), skip_bad
         self._emb: dict[tuple[Path, bool], DirEmbeddings] = {}
         self.rank_deficient: list[str] = []
         self.notes: list[str] = []
@@ -80,7 +85,9 @@ class FadTable:
         """The folder's embeddings (embedded on first use, through the cache)."""
         key = (Path(folder).resolve(), recursive)
         if key not in self._emb:
-            self._emb[key] = embed_dir(folder, self.embedder, cache=self.cache, recursive=recursive)
+            d = embed_dir(folder, self.embedder, cache=self.cache, recursive=recursive, skip_bad=self.skip_bad)
+            self.notes += [f"{folder}/{name}: skipped ({why})" for name, why in d.skipped]
+            self._emb[key] = d
         return self._emb[key]
 
     def files(self, folder: str | Path, part: Part = "all", recursive: bool = False
@@ -107,8 +114,14 @@ class FadTable:
         Raises:
             ValueError: fewer than 2 embeddings in a set while `required`.
         """
-        names_a, fa = self.files(a, part_a, recursive_a)
-        names_b, fb = self.files(b, part_b, recursive_b)
+        try:
+            names_a, fa = self.files(a, part_a, recursive_a)
+            names_b, fb = self.files(b, part_b, recursive_b)
+        except ValueError as e:  # e.g. every file of a folder skipped
+            if required:
+                raise
+            self.notes.append(f"{what}: {e}")
+            return None
         na, nb = sum(len(f) for f in fa), sum(len(f) for f in fb)
         if min(na, nb) < 2:
             msg = (f"{what}: need at least 2 embeddings per set for a covariance, got {na} ({a}, {part_a}) "
@@ -123,8 +136,18 @@ class FadTable:
         if any(issubclass(w.category, RankDeficientWarning) for w in caught):
             self.rank_deficient.append(what)
         paired = names_a == names_b
-        seed = zlib.crc32(f"{self.seed}|{what}".encode())
-        idx_a = resample(len(fa), self.n_boot, seed)
-        idx_b = idx_a if paired else resample(len(fb), self.n_boot, seed + 1)
-        ci = interval(value, fad_replicates(fa, fb, idx_a, idx_b), nonnegative=True)
-        return FadRow(float(value), ci.low, ci.high, len(fa), len(fb), na, nb, paired)
+        idx_a = resample(len(fa), self.n_boot, self.seed)
+        idx_b = idx_a if paired else resample(len(fb), self.n_boot, self.seed + 1)
+        reps = fad_replicates(fa, fb, idx_a, idx_b)
+        ci = interval(value, reps, nonnegative=True)
+        return FadRow(float(value), ci.low, ci.high, len(fa), len(fb), na, nb, paired, reps)
+
+
+def mean_row(rows: Sequence[FadRow | None]) -> dict[str, float] | None:
+    """Mean of several rows' FADs with its interval (replicate-wise mean: rows over the same items share their
+    resamples); None when a row is missing."""
+    if not rows or any(r is None for r in rows):
+        return None
+    value = float(np.mean([r.value for r in rows]))  # type: ignore[union-attr]
+    reps = np.mean([r.replicates for r in rows], axis=0)  # type: ignore[union-attr]
+    return interval(value, reps, nonnegative=True).as_dict()

@@ -57,3 +57,29 @@ def test_too_few_embeddings(dirs: dict[str, Path], tmp_path: Path) -> None:
     assert table.fad(tmp_path / "one", dirs["a"], "one", required=False) is None and table.notes
     with pytest.raises(ValueError, match="n_boot"):
         FadTable(OfflineEmbedder(), n_boot=5)
+
+
+def test_bad_files_are_skipped_with_a_reason(dirs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    import soundfile as sf
+
+    from mtmusicldm.audio import AudioError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(dirs["a"], bad)
+    wav = np.zeros(2 * SR, np.float32)
+    wav[5] = np.nan
+    sf.write(str(bad / "005.wav"), wav, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match="005.wav"):
+        FadTable(OfflineEmbedder(), n_boot=20).fad(bad, dirs["a"], "strict")
+    table = FadTable(OfflineEmbedder(), tmp_path / "cache", n_boot=20, skip_bad=True)
+    row = table.fad(bad, dirs["a"], "lenient")
+    assert (row.n_a, row.n_b, row.paired) == (23, 24, False)
+    assert any("005.wav: skipped" in n and "NaN" in n for n in table.notes)
+    again = FadTable(OfflineEmbedder(), tmp_path / "cache", n_boot=20, skip_bad=True)
+    assert again.fad(bad, dirs["a"], "lenient").value == row.value and again.notes == table.notes  # from cache
+    for f in bad.glob("*.wav"):
+        sf.write(str(f), wav, SR, subtype="FLOAT")
+    fresh = FadTable(OfflineEmbedder(), n_boot=20, skip_bad=True)
+    assert fresh.fad(bad, dirs["a"], "all bad", required=False) is None and "all bad" in fresh.notes[-1]
