@@ -11,9 +11,9 @@
   scores the shift is ~0 and this is the plain percentile interval.
 
 FAD of a resample is computed in closed form from per-file sums (mean and unbiased covariance of the pooled frames)
-and `tr sqrtm(S1 S2) = sum sqrt(eig(R1 S2 R1))` with `R1 = S1^(1/2)`: the same quantity as
-`fad.frechet_distance` (scipy sqrtm, used for the point estimates), batched and robust to the rank-deficient
-covariances small sets give.
+and `tr sqrtm(S1 S2) = sum sqrt(eig(R2 S1 R2))` with `R2 = S2^(1/2)`: the same quantity as
+`fad.frechet_distance` (scipy sqrtm, used for the point estimates), batched, robust to the rank-deficient
+covariances small sets give, and with the reference set's roots computed once for all rows that share it.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "fad_replicates", "frechet_distance_batch", "interval", "mean_interval", "pair_replicates",
-           "resample"]
+__all__ = ["Interval", "Resampled", "fad_replicates", "frechet_distance_batch", "interval", "mean_interval",
+           "pair_replicates", "psd_sqrt", "resample"]
 
 LEVEL = 0.95
 _CHUNK = 64  # replicates per batched covariance (memory: CHUNK * D^2 float64)
@@ -37,8 +37,10 @@ class Interval:
     low: float
     high: float
 
-    def as_dict(self, digits: int = 6) -> dict[str, float]:
-        return {"value": round(self.value, digits), "low": round(self.low, digits), "high": round(self.high, digits)}
+    def as_dict(self, digits: int = 6) -> dict[str, float | None]:
+        """{"value", "low", "high"} rounded; non-finite numbers become None (JSON has no NaN)."""
+        return {k: round(v, digits) if np.isfinite(v) else None
+                for k, v in (("value", self.value), ("low", self.low), ("high", self.high))}
 
     def overlaps(self, other: Interval) -> bool:
         return self.low <= other.high and other.low <= self.high
@@ -79,16 +81,20 @@ def mean_interval(values: Sequence[float] | np.ndarray, n_boot: int, seed: int) 
     return interval(float(v.mean()), v[resample(v.size, n_boot, seed)].mean(axis=1))
 
 
-def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+def psd_sqrt(s: np.ndarray) -> np.ndarray:
     """Symmetric square roots of `[B, D, D]` PSD matrices (negative rounding eigenvalues clipped)."""
     w, u = np.linalg.eigh(s)
     return (u * np.sqrt(np.clip(w, 0.0, None))[:, None, :]) @ np.swapaxes(u, 1, 2)
 
 
-def frechet_distance_batch(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) for stacks: mu [B, D], S [B, D, D] -> [B] (>= 0)."""
-    r1 = _psd_sqrt(s1)
-    m = r1 @ s2 @ r1
+def frechet_distance_batch(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray,
+                           root2: np.ndarray | None = None) -> np.ndarray:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2}) for stacks: mu [B, D], S [B, D, D] -> [B] (>= 0).
+
+    `tr (S1 S2)^{1/2} = sum sqrt(eig(R2 S1 R2))` with `R2 = S2^{1/2}` (`root2`, computed when not given: pass it
+    to reuse one reference set's roots across many comparisons)."""
+    r2 = psd_sqrt(s2) if root2 is None else root2
+    m = r2 @ s1 @ r2
     m = 0.5 * (m + np.swapaxes(m, 1, 2))
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(m), 0.0, None)).sum(axis=1)
     diff = mu1 - mu2
@@ -96,50 +102,45 @@ def frechet_distance_batch(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2:
     return np.maximum(out, 0.0)
 
 
-def _file_sums(files: Sequence[np.ndarray], shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per file: frame count [N], sum [N, D] and sum of outer products [N, D*D] of (frames - shift)."""
-    counts = np.array([f.shape[0] for f in files], dtype=np.float64)
-    centred = [np.asarray(f, np.float64) - shift for f in files]
-    sums = np.stack([c.sum(axis=0) for c in centred])
-    outer = np.stack([(c.T @ c).reshape(-1) for c in centred])
-    return counts, sums, outer
-
-
-def _stats(weights: np.ndarray, counts: np.ndarray, sums: np.ndarray, outer: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled-frame mean [B, D] and unbiased covariance [B, D, D] per row of file weights [B, N]; frames [B]."""
-    n = weights @ counts
-    mu = (weights @ sums) / n[:, None]
-    d = mu.shape[1]
-    second = (weights @ outer).reshape(-1, d, d)
-    cov = (second - n[:, None, None] * mu[:, :, None] * mu[:, None, :]) / np.maximum(n - 1, 1)[:, None, None]
-    return mu, 0.5 * (cov + np.swapaxes(cov, 1, 2)), n
-
-
-def fad_replicates(files_a: Sequence[np.ndarray], files_b: Sequence[np.ndarray], idx_a: np.ndarray,
-                   idx_b: np.ndarray) -> np.ndarray:
-    """FAD of every resample.
+class Resampled:
+    """Pooled-frame mean and unbiased covariance of one embedding set in every bootstrap resample.
 
     Args:
-        files_a: per-file embeddings of set A, each [frames_i, D].
-        files_b: per-file embeddings of set B, each [frames_j, D].
-        idx_a: [B, N_a] file indices into `files_a` (from `resample`).
-        idx_b: [B, N_b] file indices into `files_b` (the same array as `idx_a` for paired sets).
+        files: per-file embeddings, each [frames_i, D]; all frames of a drawn file enter together.
+        idx: [B, N] file indices (from `resample`).
 
-    Returns:
-        [B] FAD values (NaN where a resample has fewer than 2 frames).
+    Attributes:
+        mu: [B, D] means; cov: [B, D, D] covariances; n: [B] frame counts.
     """
-    shift = np.concatenate([np.asarray(f, np.float64) for f in files_b]).mean(axis=0)  # less cancellation
-    sa, sb = _file_sums(files_a, shift), _file_sums(files_b, shift)
-    out = []
-    for start in range(0, idx_a.shape[0], _CHUNK):
-        wa = np.stack([np.bincount(r, minlength=len(files_a)) for r in idx_a[start:start + _CHUNK]]).astype(float)
-        wb = np.stack([np.bincount(r, minlength=len(files_b)) for r in idx_b[start:start + _CHUNK]]).astype(float)
-        mu1, c1, n1 = _stats(wa, *sa)
-        mu2, c2, n2 = _stats(wb, *sb)
-        value = frechet_distance_batch(mu1, c1, mu2, c2)
-        out.append(np.where((n1 >= 2) & (n2 >= 2), value, np.nan))
-    return np.concatenate(out)
+
+    def __init__(self, files: Sequence[np.ndarray], idx: np.ndarray) -> None:
+        shift = np.concatenate([np.asarray(f, np.float64) for f in files]).mean(axis=0)  # less cancellation
+        counts = np.array([f.shape[0] for f in files], dtype=np.float64)
+        centred = [np.asarray(f, np.float64) - shift for f in files]
+        sums = np.stack([c.sum(axis=0) for c in centred])  # [N, D]
+        outer = np.stack([(c.T @ c).reshape(-1) for c in centred])  # [N, D*D]
+        w = np.stack([np.bincount(r, minlength=len(files)) for r in idx]).astype(np.float64)  # [B, N]
+        self.n = w @ counts
+        mu = (w @ sums) / self.n[:, None]
+        d = mu.shape[1]
+        cov = ((w @ outer).reshape(-1, d, d) - self.n[:, None, None] * mu[:, :, None] * mu[:, None, :]) \
+            / np.maximum(self.n - 1, 1)[:, None, None]
+        self.mu, self.cov = mu + shift, 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        self._root: np.ndarray | None = None
+
+    @property
+    def root(self) -> np.ndarray:
+        """[B, D, D] symmetric square roots of the covariances (computed once)."""
+        if self._root is None:
+            self._root = np.concatenate([psd_sqrt(self.cov[i:i + _CHUNK]) for i in range(0, len(self.cov), _CHUNK)])
+        return self._root
+
+
+def fad_replicates(a: Resampled, b: Resampled) -> np.ndarray:
+    """FAD of every resample: [B] (NaN where a resample has fewer than 2 frames); `b`'s roots are reused."""
+    out = [frechet_distance_batch(a.mu[i:i + _CHUNK], a.cov[i:i + _CHUNK], b.mu[i:i + _CHUNK], b.cov[i:i + _CHUNK],
+                                  b.root[i:i + _CHUNK]) for i in range(0, len(a.mu), _CHUNK)]
+    return np.where((a.n >= 2) & (b.n >= 2), np.concatenate(out), np.nan)
 
 
 def pair_replicates(scores: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

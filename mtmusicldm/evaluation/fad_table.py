@@ -22,12 +22,13 @@ import numpy as np
 
 from mtmusicldm.evaluation.audio_sets import DirEmbeddings, EmbeddingCache, embed_dir
 from mtmusicldm.evaluation.base import AudioEmbedder
-from mtmusicldm.evaluation.bootstrap import fad_replicates, interval, resample
+from mtmusicldm.evaluation.bootstrap import Resampled, fad_replicates, interval, resample
 from mtmusicldm.evaluation.fad import RankDeficientWarning, fad_from_embeddings
 
 __all__ = ["FadRow", "FadTable", "mean_row"]
 
 Part = Literal["all", "even", "odd"]
+_REFERENCES_KEPT = 4  # reference sets whose resampled statistics (B x D x D roots) stay in memory
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class FadTable:
         self.cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
         self.n_boot, self.seed, self.skip_bad = int(n_boot), int(seed), skip_bad
         self._emb: dict[tuple[Path, bool], DirEmbeddings] = {}
+        self._refs: dict[tuple[Path, str, bool, bool], Resampled] = {}  # a few reference sets, most recent last
         self.rank_deficient: list[str] = []
         self.notes: list[str] = []
 
@@ -137,10 +139,22 @@ class FadTable:
             self.rank_deficient.append(what)
         paired = names_a == names_b
         idx_a = resample(len(fa), self.n_boot, self.seed)
-        idx_b = idx_a if paired else resample(len(fb), self.n_boot, self.seed + 1)
-        reps = fad_replicates(fa, fb, idx_a, idx_b)
+        reps = fad_replicates(Resampled(fa, idx_a), self._reference(b, part_b, recursive_b, paired, fb))
         ci = interval(value, reps, nonnegative=True)
         return FadRow(float(value), ci.low, ci.high, len(fa), len(fb), na, nb, paired, reps)
+
+    def _reference(self, folder: str | Path, part: Part, recursive: bool, paired: bool,
+                   files: list[np.ndarray]) -> Resampled:
+        """Set B's resampled statistics (paired: the same indices as set A), kept for the next rows."""
+        key = (Path(folder).resolve(), part, recursive, paired)
+        if key not in self._refs:
+            idx = resample(len(files), self.n_boot, self.seed + (0 if paired else 1))
+            self._refs[key] = Resampled(files, idx)
+            while len(self._refs) > _REFERENCES_KEPT:
+                self._refs.pop(next(iter(self._refs)))
+        else:
+            self._refs[key] = self._refs.pop(key)  # most recently used last
+        return self._refs[key]
 
 
 def mean_row(rows: Sequence[FadRow | None]) -> dict[str, float] | None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mtmusicldm.evaluation.bootstrap import (
+    Resampled,
     fad_replicates,
     frechet_distance_batch,
     interval,
@@ -37,7 +38,7 @@ def test_replicates_equal_fad_of_the_resampled_files() -> None:
     rng = np.random.default_rng(1)
     fa, fb = _files(rng, 12, 6), _files(rng, 10, 6, shift=0.5)
     ia, ib = resample(12, 5, seed=3), resample(10, 5, seed=4)
-    reps = fad_replicates(fa, fb, ia, ib)
+    reps = fad_replicates(Resampled(fa, ia), Resampled(fb, ib))
     for r in range(5):
         want = fad_from_embeddings(np.concatenate([fa[i] for i in ia[r]]), np.concatenate([fb[i] for i in ib[r]]))
         assert reps[r] == pytest.approx(want, rel=1e-6, abs=1e-9)
@@ -47,11 +48,11 @@ def test_paired_identical_sets_give_a_zero_interval() -> None:
     rng = np.random.default_rng(2)
     fa = _files(rng, 16, 4)
     idx = resample(16, 50, seed=0)
-    reps = fad_replicates(fa, fa, idx, idx)
+    reps = fad_replicates(Resampled(fa, idx), Resampled(fa, idx))
     assert np.allclose(reps, 0.0, atol=1e-8)
     ci = interval(0.0, reps, nonnegative=True)
     assert (ci.value, ci.low) == (0.0, 0.0) and ci.high < 1e-8
-    assert fad_replicates(fa, fa, idx, resample(16, 50, seed=1)).mean() > 0.01  # independent: sampling noise
+    assert fad_replicates(Resampled(fa, idx), Resampled(fa, resample(16, 50, seed=1))).mean() > 0.01  # independent
 
 
 def test_resample_is_seeded() -> None:
