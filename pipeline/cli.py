@@ -9,7 +9,7 @@
     mtmusicldm import-official CKPT OUT_DIR [--no-ema] [--config YAML] [--vae-ckpt F] [--hifigan-ckpt F] [--clap-ckpt F]
     mtmusicldm import-codec OUT_CODEC_DIR --vae-ckpt vae-ckpt.ckpt --hifigan-ckpt hifigan-ckpt.ckpt
     mtmusicldm studio --model DIR [--host 127.0.0.1] [--port 7860]   # the local web studio (studio/)
-    mtmusicldm fad DIR_A DIR_B [--backbone offline|vggish|clap] [--vggish-weights PTH] [--json] [--cache DIR]
+    mtmusicldm fad DIR_A DIR_B [--backbone offline|crepe|vggish|clap] [--vggish-weights PTH] [--json] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -330,7 +330,7 @@ def _cmd_studio(args: argparse.Namespace) -> None:
 def _cmd_fad(args: argparse.Namespace) -> None:
     """FAD between two audio folders: the value on stdout (or a JSON record with --json), details on stderr."""
     from mtmusicldm.evaluation.embedders import EMBEDDERS, make_embedder
-    from pipeline.evaluate import FadTable
+    from mtmusicldm.evaluation.fad_table import FadTable
 
     if args.backbone not in EMBEDDERS:
         raise ValueError(f"--backbone {args.backbone!r} is unknown; choose from {', '.join(sorted(EMBEDDERS))}")
@@ -349,10 +349,12 @@ def _cmd_fad(args: argparse.Namespace) -> None:
         if not d.is_dir():
             raise FileNotFoundError(f"{d} is not a folder of audio files")
     table = FadTable(make_embedder(args.backbone, **kwargs), args.cache)
-    value = table.fad(args.dir_a, args.dir_b, "fad", recursive_a=args.recursive, recursive_b=args.recursive)
+    row = table.fad(args.dir_a, args.dir_b, "fad", recursive_a=args.recursive, recursive_b=args.recursive)
+    value = round(row.value, 6)
     a, b = (table.embeddings(d, args.recursive) for d in (args.dir_a, args.dir_b))
     emb = table.embedder
-    record = {"fad": value, "dir_a": str(args.dir_a), "dir_b": str(args.dir_b), "files_a": len(a.names),
+    record = {"fad": value, "ci95": [round(row.low, 6), round(row.high, 6)], "dir_a": str(args.dir_a),
+              "dir_b": str(args.dir_b), "files_a": len(a.names),
               "files_b": len(b.names), "embeddings_a": int(a.embeddings.shape[0]),
               "embeddings_b": int(b.embeddings.shape[0]), "backbone": emb.name, "embedding_dim": int(emb.dim),
               "fingerprint": emb.fingerprint(), "comparable_to_paper": bool(emb.comparable_to_paper),
@@ -361,7 +363,8 @@ def _cmd_fad(args: argparse.Namespace) -> None:
         print(json.dumps(record, indent=2))
     else:
         print(f"{value:.6f}")
-    notes = [f"{emb.name} backbone, {record['files_a']} vs {record['files_b']} files "
+    notes = [f"95 % interval [{row.low:.6f}, {row.high:.6f}] ({table.n_boot} bootstrap resamples of the files)",
+             f"{emb.name} backbone, {record['files_a']} vs {record['files_b']} files "
              f"({record['embeddings_a']} vs {record['embeddings_b']} embeddings of {emb.dim} dims)"]
     if record["rank_deficient"]:
         notes.append(f"rank-deficient covariance: fewer than {emb.dim + 1} embeddings in a set (biased, noisy)")
@@ -461,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default) needs no weights but is not comparable with published VGGish FAD.")
     p.add_argument("dir_a", type=Path, metavar="DIR_A", help="e.g. the generated audio")
     p.add_argument("dir_b", type=Path, metavar="DIR_B", help="e.g. the reference audio")
-    p.add_argument("--backbone", default="offline", help="offline (default) | vggish | clap")
+    p.add_argument("--backbone", default="offline", help="offline (default) | crepe | vggish | clap")
     p.add_argument("--vggish-weights", type=Path, default=None, help="local vggish-10086976.pth (--backbone vggish)")
     p.add_argument("--clap-checkpoint", type=Path, default=None, help="local CLAP checkpoint (--backbone clap)")
     p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: no cache)")
