@@ -82,7 +82,8 @@ def embedder(spec: str):  # noqa: ANN201 - an AudioEmbedder
 
     name, *rest = spec.split(":")
     if name == "crepe":
-        return make_embedder("crepe", model=rest[0] if rest else "tiny", hop_s=float(rest[1]) if len(rest) > 1 else 0.08)
+        model, hop_s = (rest[0] if rest else "tiny"), (float(rest[1]) if len(rest) > 1 else 0.08)
+        return make_embedder("crepe", model=model, hop_s=hop_s)
     return make_embedder(name)
 
 

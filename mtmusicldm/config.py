@@ -343,7 +343,7 @@ class EvaluateParams:
     crepe_hop_s: float  # backbone crepe: frame hop in seconds
     text_references: dict[str, str]  # Table 2: prompt -> folder of reference clips tagged with it
     coherence: bool  # rhythmic/harmonic coherence of arrangements (real data = the ceiling)
-    notes: Literal["off", "single", "all"]  # note-level coherence (basic-pitch): off | total + 1-stem arrangements | all
+    notes: Literal["off", "single", "all"]  # note-level coherence: off | total + 1-stem arrangements | all
     bootstrap: int  # resamples behind every 95 % interval
     seed: int
 

@@ -181,8 +181,9 @@ def _table3(table: FadTable, root: Path, un: Path | None, heldout: Path | None, 
         "mixture": {c: _d(r) for c, r in rows["trained"]["mixture"].items()},
         "stems": {c: _d(r) for c, r in rows["trained"]["stems"].items()},
         "floor": {"mixture": _d(floor_mix), "stems": {c: _d(r) for c, r in floor_stems.items()}},
-        "floor_heldout": None if "real" not in rows else {"mixture": _d(rows["real"]["mixture"][names[0]]),
-                                                          "stems": {c: _d(r) for c, r in rows["real"]["stems"].items()}},
+        "floor_heldout": None if "real" not in rows else {
+            "mixture": _d(rows["real"]["mixture"][names[0]]),
+            "stems": {c: _d(r) for c, r in rows["real"]["stems"].items()}},
         "ceiling": None if "untrained" not in rows else {p: {c: _d(r) for c, r in rows["untrained"][p].items()}
                                                          for p in ("mixture", "stems")},
         "shuffled": {"mixture": {c: _d(r) for c, r in rows["shuffled"]["mixture"].items()}},

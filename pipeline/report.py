@@ -180,8 +180,9 @@ def _table3(fad: dict[str, Any]) -> list[str]:
                 return v if not isinstance(v, dict) or "value" in v else v.get(c)
             if c == "mean":
                 mean = t3["mean"][proto]
-                rows.append(["**mean**", mean.get("trained"), mean.get("untrained"),
-                             *([mean.get("shuffled")] if proto == "mixture" else []), mean.get("real"), "–", "–", "–"])
+                shuffled = [mean.get("shuffled")] if proto == "mixture" else []
+                rows.append(["**mean**", mean.get("trained"), mean.get("untrained"), *shuffled, mean.get("real"), "–",
+                             "–", "–"])
                 continue
             rows.append([c, t3[proto][c], cell("ceiling", proto), *([cell("shuffled", proto)] if proto == "mixture"
                                                                        else []),

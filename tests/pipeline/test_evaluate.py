@@ -146,7 +146,8 @@ def test_fad_tables_with_intervals(evaluated: dict[str, Any]) -> None:
     assert 0 < _v(t1["shuffled"]["mix"]) < _v(t1["ceiling"]["mix"])  # real stems of other songs: far from noise
     assert set(t3["shuffled"]["mixture"]) == set(COMBOS) and "stems" not in t3["shuffled"]
     mean = t3["mean"]["mixture"]
-    assert set(mean) == {"trained", "untrained", "shuffled", "real"} and mean["trained"]["high"] < mean["untrained"]["low"]
+    assert set(mean) == {"trained", "untrained", "shuffled", "real"}
+    assert mean["trained"]["high"] < mean["untrained"]["low"]
     assert mean["trained"]["value"] == pytest.approx(np.mean([t3["mixture"][c]["value"] for c in COMBOS]), abs=1e-5)
     assert "table3/mixture/B" in fad["rank_deficient"] and fad["table2"] is None
 
@@ -282,3 +283,15 @@ def test_text_references_and_errors(tmp_path: Path) -> None:
         stage.run(("bass",), PARAMS, tiny, tmp_path, None, tmp_path / "m3", tmp_path / "r3", None)
     with pytest.raises(FileNotFoundError, match="sample stage"):
         stage.run(STEMS, PARAMS, tmp_path / "nothing", tmp_path, None, tmp_path / "m3", tmp_path / "r3", None)
+
+
+def test_make_backbone_maps_the_params() -> None:
+    from mtmusicldm.config import ParamsError
+
+    crepe = stage.make_backbone(replace(PARAMS, backbone="crepe", crepe_model="tiny", crepe_hop_s=0.16))
+    assert (crepe.name, crepe.model, crepe.hop) == ("crepe", "tiny", 2560)
+    assert stage.make_backbone(PARAMS).name == "offline"
+    with pytest.raises(ParamsError, match="exactly one of vggish_weights"):
+        stage.make_backbone(replace(PARAMS, backbone="vggish"))
+    with pytest.raises(ParamsError, match="bootstrap"):
+        stage.make_backbone(replace(PARAMS, bootstrap=5))

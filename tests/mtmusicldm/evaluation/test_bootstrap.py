@@ -95,4 +95,5 @@ def test_pair_replicates_match_the_resampled_matrix() -> None:
         assert matched[b] == pytest.approx(np.diag(sub).mean())
         assert mismatched[b] == pytest.approx(sub[different].mean())
     full = pair_replicates(s, np.arange(9)[None])
-    assert full[0][0] == pytest.approx(np.diag(s).mean()) and full[1][0] == pytest.approx(s[~np.eye(9, dtype=bool)].mean())
+    assert full[0][0] == pytest.approx(np.diag(s).mean())
+    assert full[1][0] == pytest.approx(s[~np.eye(9, dtype=bool)].mean())

@@ -65,7 +65,8 @@ def test_metric_definitions() -> None:
     c = Notes(np.array([0.0]), np.array([1.0]), np.array([60]))  # C for 1 s
     e = Notes(np.array([0.0, 0.5]), np.array([0.5, 1.0]), np.array([48, 61]))  # C then C#: half agrees
     assert pitch_class_agreement(e, c, 1.0) == pytest.approx(0.5)
-    assert np.isnan(pitch_class_agreement(Notes.empty(), c, 1.0)) and np.isnan(pitch_class_agreement(e, Notes.empty(), 1.0))
+    assert np.isnan(pitch_class_agreement(Notes.empty(), c, 1.0))
+    assert np.isnan(pitch_class_agreement(e, Notes.empty(), 1.0))
     chord = Notes(np.zeros(3), np.ones(3), np.array([57, 60, 64]))  # A minor
     assert bass_root_agreement(Notes(np.array([0.0]), np.array([1.0]), np.array([45])), chord, 1.0) == 1.0
     assert bass_root_agreement(Notes(np.array([0.0]), np.array([1.0]), np.array([48])), chord, 1.0) == 0.0
