@@ -73,11 +73,10 @@ def plot_arrangement(fad: dict[str, Any], path: Path) -> None:
         bars = [("ours", (proto,)), ("untrained", ("ceiling", proto)), ("shuffled", ("shuffled", proto)),
                 ("real held-out", ("floor_heldout", proto)), ("real halves", ("floor", proto)),
                 ("paper MT-MusicLDM", ("paper", proto))]
-        series = [(label, *_series(t3, p, combos)) for label, p in bars]
-        series = [s for s in series if np.isfinite(s[1]).any()]
+        series = [(label, *_series(t3, p, combos)) for label, p in bars]  # absent series keep their slot/colour
         width, x = 0.8 / len(series), np.arange(len(combos))
         for k, (label, vals, err) in enumerate(series):
-            ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=label,
+            ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=label, color=f"C{k}",
                    yerr=np.nan_to_num(err) if np.isfinite(err).any() else None, capsize=2, error_kw={"lw": 0.8})
         finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for _, v, _ in series])
         if finite.size and finite.max() / finite.min() > 50:
