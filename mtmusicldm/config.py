@@ -168,7 +168,7 @@ class PrepareParams:
 class CodecParams:
     """The latent codec: VAE (mel <-> latents) and vocoder (mel -> audio)."""
 
-    kind: Literal["trained", "diffusers", "official"]  # trained = train_codec stage; else pretrained weights
+    kind: Literal["pca", "trained", "diffusers", "official"]  # pca/trained: fitted/trained by train_codec
     path: str | None  # diffusers: directory or hub id (ucsd-reach/musicldm); official: MusicLDM vae-ckpt.ckpt
     vocoder: Literal["griffin_lim", "hifigan"]
     vocoder_path: str | None  # hifigan: diffusers-style dir / hub id, or official hifigan-ckpt.ckpt
@@ -176,6 +176,7 @@ class CodecParams:
     channel_mult: tuple[int, ...]  # three levels: mel (T, 64) -> latents (T/4, 16)
     num_res_blocks: int
     latent_channels: int  # C of [B, S, C, T, F]; MusicLDM: 8
+    whiten: bool  # pca: scale each latent channel to unit variance
     train_steps: int  # train_codec: optimisation steps (0 = keep the initial/pretrained weights)
     batch_size: int  # train_codec: stem spectrograms per step
     train_crop_frames: int  # train_codec: random mel crops of this many frames (multiple of 4; 0 = whole segment)
@@ -184,7 +185,7 @@ class CodecParams:
     griffin_lim_iters: int
 
     def validate(self, key: str) -> None:
-        if self.kind != "trained":
+        if self.kind in ("diffusers", "official"):
             _check(self.path is not None, f"{key}.path", f"is required when kind is {self.kind!r}")
         if self.vocoder == "hifigan":
             _check(self.vocoder_path is not None or self.kind == "diffusers", f"{key}.vocoder_path",
@@ -194,7 +195,8 @@ class CodecParams:
         _check(self.channels >= 32 and self.channels % 32 == 0, f"{key}.channels",
                f"must be a positive multiple of 32 (GroupNorm groups), got {self.channels}")
         _check(1 <= self.num_res_blocks <= 4, f"{key}.num_res_blocks", "must be in [1, 4]")
-        _check(1 <= self.latent_channels <= 64, f"{key}.latent_channels", "must be in [1, 64]")
+        _check(1 <= self.latent_channels <= (16 if self.kind == "pca" else 64), f"{key}.latent_channels",
+               "must be in [1, 64] (pca: [1, 16], the size of a 4x4 patch)")
         _check(self.train_steps >= 0 and self.batch_size >= 1, f"{key}.train_steps", "must be >= 0 (batch_size >= 1)")
         _check(self.train_crop_frames == 0 or (self.train_crop_frames >= 16 and self.train_crop_frames % 4 == 0),
                f"{key}.train_crop_frames", f"must be 0 or a multiple of 4 >= 16, got {self.train_crop_frames}")
