@@ -20,7 +20,7 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	# torch first, in one command with its pinned companions, so nothing later swaps it for another build.
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 numpy==1.26.4
 	$(PIP) install --quiet -r requirements.lock
-	# wheels whose declared deps would pull tensorflow / another torch (see the file's header): without deps
+	# wheels whose declared dependencies are never used here (see the file's comment); never torch or numpy
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.lock
 	$(PY) scripts/check_env.py
 	rm -f $(VENV)/.mtmusicldm-*

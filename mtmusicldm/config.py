@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mtmusicldm import STEMS
+from mtmusicldm.data.gm import CLASS_PROGRAMS
 
 __all__ = [
     "ParamsError",
@@ -115,6 +116,9 @@ class SyntheticParams:
     extra_stem_prob: float  # chance of an extra stem of an ignored class (strings, synth, organ)
     dropout_prob: float  # chance a stem drops out for a bar
     seed: int
+    renderer: Literal["soundfont", "oscillators"]  # soundfont: GM presets of an SF2 file (like Slakh's instruments)
+    soundfont: str | None  # SF2 file of the soundfont renderer; null = pretty_midi's bundled TimGM6mb.sf2
+    programs: dict[str, tuple[int, ...]]  # per-class pools: GM programs (bass, guitar, piano), drum kits (drums)
 
     def validate(self, key: str) -> None:
         _check(set(self.tracks) == set(SPLITS), f"{key}.tracks",
@@ -127,6 +131,16 @@ class SyntheticParams:
         for name in ("extra_stem_prob", "dropout_prob"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"{key}.{name}", f"must be a probability in [0, 1], got {v}")
+        if self.soundfont is not None:
+            _check(bool(self.soundfont.strip()), f"{key}.soundfont", "must be null or a path to an SF2 file")
+        families = {**CLASS_PROGRAMS, "drums": range(128)}
+        _check(set(self.programs) <= set(families), f"{key}.programs",
+               f"keys must be among {sorted(families)}, got {sorted(self.programs)}")
+        for cls, pool in self.programs.items():
+            allowed = families[cls]
+            what = "drum kits" if cls == "drums" else f"General MIDI {cls} programs"
+            _check(len(pool) >= 1 and all(p in allowed for p in pool), f"{key}.programs.{cls}",
+                   f"must be a non-empty list of {what} in [{allowed.start}, {allowed.stop - 1}], got {list(pool)}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,7 @@ class PrepareParams:
 class CodecParams:
     """The latent codec: VAE (mel <-> latents) and vocoder (mel -> audio)."""
 
-    kind: Literal["trained", "diffusers", "official"]  # trained = train_codec stage; else pretrained weights
+    kind: Literal["pca", "trained", "diffusers", "official"]  # pca/trained: fitted/trained by train_codec
     path: str | None  # diffusers: directory or hub id (ucsd-reach/musicldm); official: MusicLDM vae-ckpt.ckpt
     vocoder: Literal["griffin_lim", "hifigan"]
     vocoder_path: str | None  # hifigan: diffusers-style dir / hub id, or official hifigan-ckpt.ckpt
@@ -162,6 +176,7 @@ class CodecParams:
     channel_mult: tuple[int, ...]  # three levels: mel (T, 64) -> latents (T/4, 16)
     num_res_blocks: int
     latent_channels: int  # C of [B, S, C, T, F]; MusicLDM: 8
+    whiten: bool  # pca: scale each latent channel to unit variance
     train_steps: int  # train_codec: optimisation steps (0 = keep the initial/pretrained weights)
     batch_size: int  # train_codec: stem spectrograms per step
     train_crop_frames: int  # train_codec: random mel crops of this many frames (multiple of 4; 0 = whole segment)
@@ -170,7 +185,7 @@ class CodecParams:
     griffin_lim_iters: int
 
     def validate(self, key: str) -> None:
-        if self.kind != "trained":
+        if self.kind in ("diffusers", "official"):
             _check(self.path is not None, f"{key}.path", f"is required when kind is {self.kind!r}")
         if self.vocoder == "hifigan":
             _check(self.vocoder_path is not None or self.kind == "diffusers", f"{key}.vocoder_path",
@@ -180,7 +195,8 @@ class CodecParams:
         _check(self.channels >= 32 and self.channels % 32 == 0, f"{key}.channels",
                f"must be a positive multiple of 32 (GroupNorm groups), got {self.channels}")
         _check(1 <= self.num_res_blocks <= 4, f"{key}.num_res_blocks", "must be in [1, 4]")
-        _check(1 <= self.latent_channels <= 64, f"{key}.latent_channels", "must be in [1, 64]")
+        _check(1 <= self.latent_channels <= (16 if self.kind == "pca" else 64), f"{key}.latent_channels",
+               "must be in [1, 64] (pca: [1, 16], the size of a 4x4 patch)")
         _check(self.train_steps >= 0 and self.batch_size >= 1, f"{key}.train_steps", "must be >= 0 (batch_size >= 1)")
         _check(self.train_crop_frames == 0 or (self.train_crop_frames >= 16 and self.train_crop_frames % 4 == 0),
                f"{key}.train_crop_frames", f"must be 0 or a multiple of 4 >= 16, got {self.train_crop_frames}")

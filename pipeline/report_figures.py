@@ -3,7 +3,7 @@
 * ``fad_arrangement.png``: grouped bars per combination (ours, untrained, shuffled, real held-out, real halves,
   paper) with 95 % interval whiskers, one panel per protocol.
 * ``spectrograms.png``: log-mel of a few target vs generated (vs untrained) mixes, time in seconds, mel bands
-  labelled in Hz, one shared dB colour scale.
+  labelled in Hz (``mtmusicldm.utils.figures.show_log_mel``), one shared dB colour scale.
 * ``arrangement.csv``: one row per combination (values and the intervals of ours and the untrained model).
 """
 from __future__ import annotations
@@ -100,6 +100,8 @@ def plot_spectrograms(samples: Path, index: dict[str, Any], path: Path) -> None:
     import librosa
     from matplotlib.figure import Figure
 
+    from mtmusicldm.utils.figures import show_log_mel
+
     names = [s["name"] for s in index["settings"]]
     setting = "total" if "total" in names else names[0]
     un = (index.get("untrained") or {}).get("dir")
@@ -110,26 +112,20 @@ def plot_spectrograms(samples: Path, index: dict[str, Any], path: Path) -> None:
     sr = int(index["sample_rate"])
     mels = [[librosa.power_to_db(librosa.feature.melspectrogram(
         y=load_audio(samples / folder / f"{it}.wav", sr), sr=sr, n_fft=MEL_FFT, hop_length=MEL_HOP, n_mels=MEL_BANDS,
-        fmax=sr / 2), ref=1.0, top_db=None) for _, folder in cols] for it in items]
+        fmax=sr / 2), ref=1.0, top_db=None).T for _, folder in cols] for it in items]  # [T, mels]
     hi = max(float(m.max()) for row in mels for m in row)
-    centres = librosa.mel_frequencies(n_mels=MEL_BANDS, fmax=sr / 2)
-    ticks = [b for b in (0, 16, 32, 48, MEL_BANDS - 1)]
     fig = Figure(figsize=(4.2 * len(cols), 2.4 * len(items) + 0.8))
     axes = np.atleast_2d(fig.subplots(len(items), len(cols), squeeze=False))
     image = None
     for r, it in enumerate(items):
         for c, (label, _) in enumerate(cols):
-            ax, m = axes[r, c], mels[r][c]
-            seconds = m.shape[1] * MEL_HOP / sr
-            image = ax.imshow(m, origin="lower", aspect="auto", vmin=hi - 80, vmax=hi, cmap="magma",
-                              extent=(0.0, seconds, -0.5, MEL_BANDS - 0.5))
-            ax.set_title(f"{label}: {it}", fontsize=8)
-            ax.set_yticks(ticks, [f"{centres[b]:.0f}" for b in ticks], fontsize=7)
-            ax.tick_params(axis="x", labelsize=7)
-            if c == 0:
-                ax.set_ylabel("frequency (Hz, mel scale)", fontsize=8)
+            ax = axes[r, c]
+            image = show_log_mel(ax, mels[r][c], vmin=hi - 80, vmax=hi, title=f"{label}: {it}", hop=MEL_HOP,
+                                 sample_rate=sr, fmin=0.0, fmax=sr / 2, labels=False)
             if r == len(items) - 1:
-                ax.set_xlabel("time (s)", fontsize=8)
+                ax.set_xlabel("time (s)", fontsize=7)
+            if c == 0:
+                ax.set_ylabel("frequency (Hz)", fontsize=7)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="dB", shrink=0.8)
     fig.suptitle(f"log-mel ({MEL_BANDS} bands, dB, shared scale)")

@@ -1,16 +1,19 @@
 """`train_codec` stage: shards -> the latent codec in `models/codec/` (VAE + vocoder, docs/formats.md).
 
+* `codec.kind: pca` (embedded default): the patch-PCA codec (`mtmusicldm.codec.pca`), fitted in closed form on the
+  log-mels of every non-silent stem of the TRAIN shards, in one pass (seconds).
 * `codec.kind: trained`: a new small VAE (`codec.channels`, `channel_mult`, `num_res_blocks`, `latent_channels`),
   initialised from `seed`, trained for `codec.train_steps` steps on single-stem log-mels of the TRAIN shards.
 * `diffusers` / `official`: the pretrained MusicLDM VAE (`codec.path`), fine-tuned on single stems only when
   `codec.train_steps > 0`.
-* Training data: every non-silent stem (json `silent` flag) of the train split, streamed in a seeded order (shard
-  order reshuffled each epoch, then a `SHUFFLE_BUFFER`-stem shuffle buffer); batches of `codec.batch_size` stems,
-  log-mel cropped to `segment // 160` frames. Loss and optimiser: `mtmusicldm.codec.training`.
-* Evaluation on the first `EVAL_STEMS` non-silent stem segments of the TEST split (validation if test has none), in
-  stored order, with the posterior mean (deterministic): mel L1 before and after training, log-spectral distance
-  between the input audio and the vocoded reconstruction, and between the input and the vocoded *input* mel (the
-  vocoder's own floor). Written to `report.json`, with `recon.png` (input vs reconstructed mels).
+* Training data (trained VAEs): every non-silent stem (json `silent` flag) of the train split, streamed in a seeded
+  order (shard order reshuffled each epoch, then a `SHUFFLE_BUFFER`-stem shuffle buffer); batches of
+  `codec.batch_size` stems, log-mel cropped to `segment // 160` frames. Loss and optimiser: `mtmusicldm.codec.training`.
+* Evaluation on up to `EVAL_PER_STEM` non-silent segments of each stem from the TEST split (validation if test has
+  none), in stored order, with the posterior mean (deterministic): mel L1 (before and after training), log-spectral
+  distance between the input audio and the vocoded reconstruction, and between the input and the vocoded *input*
+  mel (the vocoder's own floor), overall and per stem. Written to `report.json`, with `recon.png` (input vs
+  reconstructed mels, one row per stem).
 
 Same shards, params and seed -> the same bytes (on the CPU). Output replaced atomically.
 """
@@ -34,7 +37,8 @@ from mtmusicldm.data.shards import iter_samples, list_shards
 from mtmusicldm.utils.fs import atomic_dir
 from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
 
-EVAL_STEMS = 32
+EVAL_PER_STEM = 8  # test segments per stem for the report
+PCA_BATCH = 64  # stems per log-mel batch when fitting the PCA codec
 SHUFFLE_BUFFER = 256  # stem waveforms held for shuffling (~170 MB at 10.24 s)
 EVAL_CHUNK = 8
 PLOT_ROWS = 4
@@ -97,8 +101,8 @@ def mel_batches(stream: Iterator[np.ndarray], batch_size: int, frames: int,
         yield mel
 
 
-def eval_set(shards_root: Path, stems: Sequence[str], limit: int) -> tuple[str, Tensor, list[str]]:
-    """The first `limit` non-silent stem segments of the test split (else validation), in stored order.
+def eval_set(shards_root: Path, stems: Sequence[str], per_stem: int) -> tuple[str, Tensor, list[str]]:
+    """Up to `per_stem` non-silent segments of each stem from the test split (else validation), in stored order.
 
     Returns:
         (split, wav [N, n], labels "<key>/<stem>").
@@ -110,17 +114,31 @@ def eval_set(shards_root: Path, stems: Sequence[str], limit: int) -> tuple[str, 
         split_dir = shards_root / split
         if not split_dir.is_dir() or not any(split_dir.glob("*.tar")):
             continue
-        waves, labels = [], []
+        waves, labels, taken = [], [], dict.fromkeys(stems, 0)
         for sample in iter_samples(list_shards(split_dir), stems):
             for s, silent in enumerate(_silent_flags(sample.meta, sample.key, len(stems))):
-                if not silent and len(waves) < limit:
+                if not silent and taken[stems[s]] < per_stem:
+                    taken[stems[s]] += 1
                     waves.append(sample.audio[s])
                     labels.append(f"{sample.key}/{stems[s]}")
-            if len(waves) >= limit:
+            if all(v >= per_stem for v in taken.values()):
                 break
         if waves:
             return split, torch.from_numpy(np.stack(waves)), labels
     raise ValueError(f"no non-silent stem segments in {shards_root}/test or {shards_root}/validation to evaluate on")
+
+
+def all_stems(shards: Sequence[Path], stems: Sequence[str], frames: int, batch_size: int) -> Iterator[Tensor]:
+    """Log-mels [B, 1, frames, 64] of every non-silent stem of `shards`, once, in stored order."""
+    buffer: list[np.ndarray] = []
+    for sample in iter_samples(list(shards), stems):
+        buffer += [sample.audio[s] for s, silent in enumerate(_silent_flags(sample.meta, sample.key, len(stems)))
+                   if not silent]
+        while len(buffer) >= batch_size:
+            yield log_mel(torch.from_numpy(np.stack(buffer[:batch_size])), target_frames=frames).unsqueeze(1)
+            del buffer[:batch_size]
+    if buffer:
+        yield log_mel(torch.from_numpy(np.stack(buffer)), target_frames=frames).unsqueeze(1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,11 +170,13 @@ def reconstruct(codec: Codec, wav: Tensor, *, vocode: bool) -> dict[str, Tensor]
 
 
 def plot_reconstructions(path: Path, rec: dict[str, Tensor], labels: Sequence[str], l1: Tensor) -> None:
-    """Save input vs reconstructed log-mels of up to `PLOT_ROWS` stems (preferring distinct stem names)."""
+    """Save input vs reconstructed log-mels of one segment per stem name (time in s, frequency in Hz)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from mtmusicldm.utils.figures import show_log_mel
 
     picked: list[int] = []
     for i, label in enumerate(labels):  # first occurrence of each stem name, then fill up in order
@@ -168,16 +188,23 @@ def plot_reconstructions(path: Path, rec: dict[str, Tensor], labels: Sequence[st
     lo, hi = LOG_FLOOR, float(rec["mel"].max())  # the input's range: silence floor ln(1e-5) .. loudest bin
     for row, i in enumerate(picked):
         for col, (name, title) in enumerate((("mel", "input"), ("rec", "reconstruction"))):
-            ax = axes[row][col]
-            im = ax.imshow(rec[name][i].T.numpy(), origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
             extra = f" (mel L1 {float(l1[i]):.3f})" if name == "rec" else ""
-            ax.set_title(f"{title}: {labels[i]}{extra}", fontsize=8)
-            ax.set_xlabel("frame", fontsize=7)
-            ax.set_ylabel("mel bin", fontsize=7)
-            ax.tick_params(labelsize=6)
+            im = show_log_mel(axes[row][col], rec[name][i].numpy(), vmin=lo, vmax=hi,
+                              title=f"{title}: {labels[i]}{extra}")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="log-mel (ln)")
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def per_stem_metrics(labels: Sequence[str], stems: Sequence[str], **values: Tensor) -> dict[str, dict[str, float]]:
+    """Mean of each per-item metric over the items of each stem (`labels` end in "/<stem>")."""
+    names = [label.rsplit("/", 1)[1] for label in labels]
+    out = {}
+    for stem in stems:
+        idx = [i for i, n in enumerate(names) if n == stem]
+        if idx:
+            out[stem] = {k: round(float(v[idx].mean()), 4) for k, v in values.items()} | {"segments": len(idx)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,6 +229,16 @@ def _train(codec_obj: Codec, codec: CodecParams, seed: int, train_shards: list[P
     return history
 
 
+def _fit_pca(codec_obj: Codec, train_shards: list[Path], stems: Sequence[str], frames: int) -> dict[str, Any]:
+    """Fit the patch-PCA codec on every non-silent training stem (one pass); returns its variance profile."""
+    n_stems = sum(1 for sample in iter_samples(train_shards, stems)
+                  for silent in _silent_flags(sample.meta, sample.key, len(stems)) if not silent)
+    batches = progress(all_stems(train_shards, stems, frames, PCA_BATCH), total=-(-n_stems // PCA_BATCH),
+                       desc="train_codec (fit PCA)", unit="batch")
+    vae = codec_obj.vae.fit(batches)
+    return {"stems": n_stems, "component_variance": [round(float(v), 5) for v in vae.variances]}
+
+
 def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParams, shards: Path,
         out: Path, *, device: str = "cpu") -> dict[str, Any]:
     """Build (and train or fine-tune) the codec, evaluate it, and write `out` (the codec directory).
@@ -222,16 +259,22 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
     frames = audio.segment_samples // HOP
     dev = torch.device(device)
     codec_obj = codec_from_params(codec, seed=seed).to(dev)
-    split, eval_wav, labels = eval_set(Path(shards), stems, EVAL_STEMS)
+    split, eval_wav, labels = eval_set(Path(shards), stems, EVAL_PER_STEM)
     if eval_wav.shape[-1] != audio.segment_samples:
         raise ValueError(f"{shards}/{split} segments have {eval_wav.shape[-1]} samples, params audio.segment_samples "
                          f"is {audio.segment_samples}: re-run prepare")
-    before = reconstruct(codec_obj, eval_wav, vocode=False)
-    initial = mel_l1(before["mel"], before["rec"])
+    train_shards = list_shards(Path(shards) / "train")
+    initial = None
+    if codec.kind != "pca":  # an unfitted PCA codec has no "before"
+        before = reconstruct(codec_obj, eval_wav, vocode=False)
+        initial = mel_l1(before["mel"], before["rec"])
     history: list[dict[str, float]] = []
+    fit: dict[str, Any] | None = None
     t_train = time.perf_counter()
-    if codec.train_steps > 0:
-        history = _train(codec_obj, codec, seed, list_shards(Path(shards) / "train"), stems, frames, dev)
+    if codec.kind == "pca":
+        fit = _fit_pca(codec_obj, train_shards, stems, frames)
+    elif codec.train_steps > 0:
+        history = _train(codec_obj, codec, seed, train_shards, stems, frames, dev)
     train_seconds = time.perf_counter() - t_train
     rec = reconstruct(codec_obj, eval_wav, vocode=True)
     l1 = mel_l1(rec["mel"], rec["rec"])
@@ -243,12 +286,14 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
         "latent_shape": list(codec_obj.latent_shape(audio.segment_samples, len(stems))),
         "vae_parameters": sum(p.numel() for p in codec_obj.vae.parameters()),
         "params": params_to_dict(codec),
-        "train": {"steps": codec.train_steps, "history": history},
+        "train": {"steps": 0 if codec.kind == "pca" else codec.train_steps, "history": history, "pca": fit},
         "eval": {"split": split, "segments": len(labels), "items": labels, "posterior": "mean"},
         "mel_l1": float(l1.mean()),
-        "mel_l1_initial": float(initial.mean()),
+        "mel_l1_initial": None if initial is None else float(initial.mean()),
         "lsd_db": float(lsd.mean()),
         "lsd_vocoder_floor_db": float(floor.mean()),
+        "per_stem": per_stem_metrics(labels, stems, mel_l1=l1, lsd_db=lsd, lsd_vocoder_floor_db=floor,
+                                     lsd_gap_db=lsd - floor),
         "device": str(dev),
     }  # no timings in the file: same inputs, same bytes
     with atomic_dir(Path(out)) as tmp:
@@ -265,10 +310,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
     args, p = parse_and_load(parser, argv)
     report = run(p.seed, p.stems, p.audio, p.codec, args.shards, args.out, device=resolve_device(args.device))
-    print(f"train_codec: {report['kind']} codec, {report['train']['steps']} steps in {report['train_seconds']} s; "
-          f"mel L1 {report['mel_l1_initial']:.3f} -> {report['mel_l1']:.3f}, LSD {report['lsd_db']:.2f} dB "
-          f"(vocoder floor {report['lsd_vocoder_floor_db']:.2f} dB) on {report['eval']['segments']} "
-          f"{report['eval']['split']} stems -> {args.out}")
+    how = (f"fitted on {report['train']['pca']['stems']} stems" if report["kind"] == "pca"
+           else f"{report['train']['steps']} steps")
+    start = "" if report["mel_l1_initial"] is None else f"{report['mel_l1_initial']:.3f} -> "
+    print(f"train_codec: {report['kind']} codec, {how} in {report['train_seconds']} s; mel L1 {start}"
+          f"{report['mel_l1']:.3f}, LSD {report['lsd_db']:.2f} dB (vocoder floor {report['lsd_vocoder_floor_db']:.2f}"
+          f" dB) on {report['eval']['segments']} {report['eval']['split']} stems -> {args.out}")
+    for stem, m in report["per_stem"].items():
+        print(f"train_codec:   {stem:7s} mel L1 {m['mel_l1']:.3f}, LSD {m['lsd_db']:.2f} dB "
+              f"(+{m['lsd_gap_db']:.2f} dB over the vocoder alone)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mtmusicldm.audio.mel import FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE, log_mel
 from mtmusicldm.codec.latents import decode_stems, posterior_stems
+from mtmusicldm.codec.pca import PatchPCAAutoencoder
 from mtmusicldm.codec.vae import MUSICLDM_HUB_ID, build_vae, load_vae_pretrained
 from mtmusicldm.codec.vocoder import (
     GriffinLimVocoder,
@@ -289,7 +290,11 @@ def load_codec(path: Path, *, device: str | torch.device = "cpu") -> Codec:
     meta = read_codec_json(path)
     if not (path / "vae" / "config.json").is_file():
         raise FileNotFoundError(f"{path}/vae/config.json not found: the codec directory has no VAE")
-    vae = load_vae_pretrained(str(path), subfolder="vae").requires_grad_(False)
+    vae_class = json.loads((path / "vae" / "config.json").read_text()).get("_class_name")
+    if vae_class == PatchPCAAutoencoder.__name__:
+        vae = PatchPCAAutoencoder.from_pretrained(str(path), subfolder="vae").eval().requires_grad_(False)
+    else:
+        vae = load_vae_pretrained(str(path), subfolder="vae").requires_grad_(False)
     if int(vae.config.latent_channels) != int(meta["latent_channels"]):
         raise ValueError(f"{path}/codec.json: latent_channels={meta['latent_channels']} but the VAE has "
                          f"{vae.config.latent_channels}")
@@ -347,6 +352,8 @@ def _pretrained_subfolder(path_or_id: str, subfolder: str) -> str | None:
 
 
 def _load_vae(codec: CodecParams, seed: int) -> AutoencoderKL:
+    if codec.kind == "pca":  # fitted by the train_codec stage
+        return PatchPCAAutoencoder(latent_channels=codec.latent_channels, whiten=codec.whiten)
     if codec.kind == "trained":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -378,7 +385,8 @@ def codec_from_params(codec: CodecParams, *, seed: int = 0) -> Codec:
     """Build the codec described by the `codec` params section (eval mode, CPU).
 
     Args:
-        codec: params; `kind` picks the VAE source (`trained`: a new VAE from channels/channel_mult/num_res_blocks/
+        codec: params; `kind` picks the VAE source (`pca`: an unfitted patch-PCA codec of `latent_channels`
+            components, fitted by the train_codec stage; `trained`: a new VAE from channels/channel_mult/num_res_blocks/
             latent_channels, initialised from `seed`; `diffusers`: `path` is a diffusers dir or hub id with `vae/`;
             `official`: `path` is MusicLDM's `vae-ckpt.ckpt`), `vocoder` the vocoder (`griffin_lim` with
             `griffin_lim_iters`, or `hifigan` from `vocoder_path`: an official `hifigan-ckpt.ckpt`, a transformers

@@ -30,7 +30,7 @@ STEMS = ("bass", "drums", "guitar", "piano")
 def tiny_params() -> Params:
     """The embedded profile with 0.64 s segments and a fast codec."""
     p = load_params(PROFILES_DIR / "embedded.yaml")
-    codec = dataclasses.replace(p.codec, train_steps=10, batch_size=4, lr=2.0e-3, griffin_lim_iters=2)
+    codec = dataclasses.replace(p.codec, kind="trained", train_steps=10, batch_size=4, lr=2.0e-3, griffin_lim_iters=2)
     encode = dataclasses.replace(p.encode, batch_size=2, scale_segments=3)
     return dataclasses.replace(p, audio=AudioParams(sample_rate=SR, segment_samples=SEGMENT), codec=codec,
                                encode=encode)
@@ -74,7 +74,7 @@ def write_tiny_shards(root: Path, *, per_split: dict[str, list[int]] | None = No
 @pytest.fixture(scope="module", autouse=True)
 def few_eval_stems() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_codec, "EVAL_STEMS", 4)  # Griffin-Lim's NNLS dominates the stage's run time
+        mp.setattr(train_codec, "EVAL_PER_STEM", 1)  # Griffin-Lim dominates the stage's run time
         yield
 
 
@@ -157,9 +157,10 @@ def test_cli_main(shards: Path, tmp_path: Path) -> None:
 
 
 def test_eval_set_and_training_stream_skip_silent_stems(shards: Path) -> None:
-    split, wav, labels = train_codec.eval_set(shards, STEMS, 6)
-    assert split == "test" and wav.shape == (6, SEGMENT)
-    assert labels[4:] == ["Track00001_c0001_v00/bass", "Track00001_c0001_v00/drums"]  # silent guitar skipped
+    split, wav, labels = train_codec.eval_set(shards, STEMS, 2)
+    assert split == "test" and wav.shape == (8, SEGMENT)
+    assert labels[4:] == ["Track00001_c0001_v00/bass", "Track00001_c0001_v00/drums", "Track00001_c0001_v00/piano",
+                          "Track00002_c0002_v00/guitar"]  # silent guitar skipped, then taken from the next item
     stream = train_codec.stem_stream(list_shards(shards / "train"), STEMS, generator=torch.Generator().manual_seed(0))
     drawn = [next(stream) for _ in range(40)]  # > one epoch (6 samples, 21 non-silent stems)
     assert all(np.abs(w).max() > 0 for w in drawn)
@@ -185,3 +186,24 @@ def test_mel_batches_random_crops_are_seeded_and_on_the_latent_grid():
     assert torch.equal(a, b)
     for i in range(3):  # each crop is a 4-frame-aligned window of the full mel
         assert any(torch.equal(a[i], full[i, :, o:o + 16]) for o in range(0, 49, 4))
+
+
+# ---------------------------------------------------------------------------------------------------------------- pca
+def test_pca_codec_is_fitted_on_training_stems_and_reports_every_stem(shards: Path, tmp_path: Path) -> None:
+    p = tiny_params()
+    codec = dataclasses.replace(p.codec, kind="pca", latent_channels=8)
+    report = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "codec")
+    assert report["train"]["pca"]["stems"] == 22  # 6 train samples x 4 stems, 2 silent guitars left out
+    assert report["mel_l1_initial"] is None and report["latent_shape"] == [4, 8, 16, 16]
+    assert set(report["per_stem"]) == set(STEMS)
+    for stem, m in report["per_stem"].items():
+        assert m["segments"] == 1 and m["mel_l1"] < 0.35, (stem, m)
+        assert m["lsd_gap_db"] == pytest.approx(m["lsd_db"] - m["lsd_vocoder_floor_db"], abs=1e-3)
+    on_disk = json.loads((tmp_path / "codec" / "report.json").read_text())
+    assert on_disk["per_stem"] == report["per_stem"]
+    loaded = load_codec(tmp_path / "codec")
+    assert loaded.info["kind"] == "pca" and loaded.vae.fitted
+    again = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "again")
+    assert again["per_stem"] == report["per_stem"]
+    for f in ("vae/diffusion_pytorch_model.safetensors", "codec.json", "report.json"):
+        assert (tmp_path / "codec" / f).read_bytes() == (tmp_path / "again" / f).read_bytes(), f

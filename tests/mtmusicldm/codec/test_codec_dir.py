@@ -34,7 +34,7 @@ TINY_HIFIGAN = dict(cd.MUSICLDM_HIFIGAN_CONFIG, upsample_initial_channel=32)
 
 
 def codec_params(**changes) -> CodecParams:
-    return dataclasses.replace(load_params(PROFILES_DIR / "embedded.yaml").codec, **changes)
+    return dataclasses.replace(load_params(PROFILES_DIR / "embedded.yaml").codec, **({"kind": "trained"} | changes))
 
 
 @pytest.fixture(scope="module")
