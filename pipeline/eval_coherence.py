@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mtmusicldm.audio import AudioError, load_audio
-from mtmusicldm.evaluation.bootstrap import Interval, interval, pair_replicates, resample
+from mtmusicldm.evaluation.bootstrap import interval, pair_replicates, resample
 from mtmusicldm.evaluation.coherence import (
     chroma_features,
     coherence_from_scores,
@@ -278,10 +278,3 @@ def _mean_of(part: dict[str, Any], reps: dict[tuple[str, str, str], list[np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return interval(float(np.mean(vals)), np.nanmean(np.stack(r), axis=0)).as_dict()
-
-
-def overlap(a: dict[str, float] | None, b: dict[str, float] | None) -> bool | None:
-    """Whether two interval records overlap (None when either is missing)."""
-    if a is None or b is None or None in (a["low"], a["high"], b["low"], b["high"]):
-        return None
-    return Interval(a["value"], a["low"], a["high"]).overlaps(Interval(b["value"], b["low"], b["high"]))

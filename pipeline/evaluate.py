@@ -49,7 +49,8 @@ from mtmusicldm.evaluation.notes import BasicPitch, Notes, midi_notes, note_f1
 from mtmusicldm.evaluation.references import write_heldout, write_shuffled
 from mtmusicldm.utils.fs import write_json
 from pipeline import eval_coherence as ec
-from pipeline.report import summary_rows, write_arrangement_csv, write_report
+from pipeline.report import summary_rows, write_report
+from pipeline.report_figures import write_arrangement_csv
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
 INDEX_FORMAT, INDEX_VERSION = "mtmusicldm-samples", 1

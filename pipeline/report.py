@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mtmusicldm.utils.fs import atomic_file
-from pipeline.report_figures import plot_arrangement, plot_spectrograms, write_arrangement_csv
+from pipeline.report_figures import plot_arrangement, plot_spectrograms
 
-__all__ = ["banner", "markdown", "summary_rows", "write_arrangement_csv", "write_report"]
+__all__ = ["banner", "markdown", "summary_rows", "write_report"]
 
 PAPER_SAMPLES = "300 arrangement / 150 text samples of 10.24 s, VGGish, DDIM 200 steps"
 SOURCES = ("trained", "untrained", "shuffled", "real")
