@@ -141,7 +141,9 @@ class BandTrack:
 
 
 def _rng(seed: int, index: int, *stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, index, *stream]))
+    from mtmusicldm.utils.rng import numpy_rng
+
+    return numpy_rng(seed, index, *stream)
 
 
 def _hz(pitch: float) -> float:
