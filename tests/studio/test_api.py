@@ -14,7 +14,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from mtmusicldm.audio import load_audio
-from pipeline import cli
+import cli
 from studio import app as studio_app
 from studio.app import create_app
 from tests.studio.conftest import SR
@@ -253,7 +253,7 @@ def test_stale_studio_folders_are_removed_at_start(model_dir: Path, tmp_path: Pa
 
 
 def test_conditional_model_validation(tmp_path: Path, audio_files: dict[str, Path]) -> None:
-    from tests.pipeline.test_cli_generate import make_model_dir
+    from tests.tiny_models import make_model_dir
 
     app = create_app(make_model_dir(tmp_path / "m", film_dim=32), work_root=tmp_path / "work")
     with TestClient(app) as c:
