@@ -1,6 +1,7 @@
 """`train` stage: plain run -> model directory, and a real 2-process `accelerate launch` on the CPU."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from mtmusicldm.data.latents import LatentsIndex, encode_latent_sample, write_la
 from mtmusicldm.codec.codec_dir import codec_sha256, save_codec
 from mtmusicldm.codec.vae import build_vae
 from mtmusicldm.codec.vocoder import GriffinLimVocoder
+from mtmusicldm.generation import generate
 from mtmusicldm.geometry import GEOMETRY
 from mtmusicldm.ldm import MTMusicLDM
 from mtmusicldm.models.unet3d import UNet3D
@@ -92,6 +94,10 @@ def test_run_writes_model_dir(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.equal(m.unet(x, t, film), trained_ema.eval()(x, t, film))
     assert stage.weights_sha256(m.unet) == report["weights_sha256"]["ema"]
+    shutil.copytree(out, tmp_path / "elsewhere" / "model")  # a copy of models/ldm loads and generates on its own
+    shutil.rmtree(tmp_path / "models")
+    audio = generate(MTMusicLDM.from_pretrained(tmp_path / "elsewhere" / "model"), 1, seed=0, sampler="euler", steps=2)
+    assert audio.shape == (1, 4, 16 * 640) and bool(torch.isfinite(audio).all())
 
 
 @pytest.mark.slow
