@@ -76,5 +76,5 @@ def sampling_record(args: argparse.Namespace, model: MTMusicLDM, sampler: Recomm
             "trained_steps": model.config["trained_steps"], "stems": list(model.stems),
             "sample_rate": model.sample_rate, "segment_samples": int(model.config["segment_samples"]),
             "sampler": sampler.name, "steps": sampler.steps, "eta": eta, "guidance_scale": guidance,
-            "seed": args.seed, "prompt": args.prompt, "reference": None if args.reference is None else str(args.reference),
-            "conditioning": conditioning, "overlap": args.overlap, "subtype": args.subtype}
+            "seed": args.seed, "prompt": args.prompt,
+            "reference": None if args.reference is None else str(args.reference), "conditioning": conditioning, "overlap": args.overlap, "subtype": args.subtype}

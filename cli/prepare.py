@@ -1,4 +1,4 @@
-"""`mtmusicldm prepare`: the prepare stage without DVC, from the synthetic corpus or a local Slakh/MSDM/BabySlakh copy."""
+"""`mtmusicldm prepare`: the prepare stage without DVC (the synthetic corpus, or a local Slakh/MSDM/BabySlakh)."""
 from __future__ import annotations
 
 import argparse

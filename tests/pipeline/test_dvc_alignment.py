@@ -15,7 +15,8 @@ from mtmusicldm.config import Params
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = {f.name for f in dataclasses.fields(Params)}
-VALIDATION_ONLY = {ROOT / "mtmusicldm" / "config.py": {"mtmusicldm.diffusion.samplers", "mtmusicldm.evaluation.embedders"}}
+VALIDATION_ONLY = {ROOT / "mtmusicldm" / "config.py": {"mtmusicldm.diffusion.samplers",
+                                                       "mtmusicldm.evaluation.embedders"}}
 """Imports that only decide whether a params file is accepted (registry names: a sampler, a FAD backbone), never
 what a stage computes: they are not deps of every stage that validates params (those that use the registry list
 its package anyway)."""

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from mtmusicldm import STEMS
 from mtmusicldm.data.shards import iter_samples, list_shards

@@ -204,7 +204,8 @@ def test_import_conditional_checkpoint(tmp_path: Path, cond_sd: dict[str, Tensor
     config = json.loads((out / "config.json").read_text())
     assert config["scale_factor"] == pytest.approx(0.8765, abs=1e-7)
     assert config["codec"] == "codec" and config["trained_steps"] == 1234
-    assert config["conditioning"]["amodel"] == "HTSAT-tiny" and config["conditioning"]["checkpoint"] == "clap.safetensors"
+    assert config["conditioning"]["amodel"] == "HTSAT-tiny"
+    assert config["conditioning"]["checkpoint"] == "clap.safetensors"
     assert len(config["uncond_clap"]) == 512
     assert torch.tensor(config["uncond_clap"]).norm().item() == pytest.approx(1.0, abs=1e-4)
     info = json.loads((out / "import.json").read_text())
@@ -222,7 +223,8 @@ def test_import_conditional_checkpoint(tmp_path: Path, cond_sd: dict[str, Tensor
     shutil.copytree(out, tmp_path / "elsewhere")
     shutil.rmtree(out)  # the copy holds everything it needs (its CLAP weights included)
     copy = MTMusicLDM.from_pretrained(tmp_path / "elsewhere", lazy=False)
-    assert copy.codec_dir == tmp_path / "elsewhere" / "codec" and (tmp_path / "elsewhere" / "clap.safetensors").is_file()
+    assert copy.codec_dir == tmp_path / "elsewhere" / "codec"
+    assert (tmp_path / "elsewhere" / "clap.safetensors").is_file()
 
 
 def test_import_unconditional_raw_weights_with_foreign_objects(tmp_path: Path, uncond_sd: dict) -> None:
