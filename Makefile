@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-LOCK_HASH := $(shell cat requirements.lock pyproject.toml Makefile | sha256sum | cut -c1-16)
+LOCK_HASH := $(shell cat requirements.lock requirements-nodeps.lock pyproject.toml Makefile | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.mtmusicldm-$(LOCK_HASH)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
@@ -15,11 +15,13 @@ export DO_NOT_TRACK ?= 1
 
 .PHONY: install run test bench clean-outputs
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	python3 -m venv $(VENV)
 	# torch first, in one command with its pinned companions, so nothing later swaps it for another build.
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 numpy==1.26.4
 	$(PIP) install --quiet -r requirements.lock
+	# wheels whose declared dependencies are never used here (see the file's comment); never torch or numpy
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.lock
 	$(PY) scripts/check_env.py
 	rm -f $(VENV)/.mtmusicldm-*
 	touch $(STAMP)

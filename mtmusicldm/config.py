@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mtmusicldm import STEMS
+from mtmusicldm.data.gm import CLASS_PROGRAMS
 from mtmusicldm.data.slakh import MissingStemPolicy, SourceKind
 from mtmusicldm.geometry import HOP, LATENT_DOWNSAMPLE, SAMPLE_RATE
 
@@ -116,6 +117,9 @@ class SyntheticParams:
     extra_stem_prob: float  # chance of an extra stem of an ignored class (strings, synth, organ)
     dropout_prob: float  # chance a stem drops out for a bar
     seed: int
+    renderer: Literal["soundfont", "oscillators"]  # soundfont: GM presets of an SF2 file (like Slakh's instruments)
+    soundfont: str | None  # SF2 file of the soundfont renderer; null = pretty_midi's bundled TimGM6mb.sf2
+    programs: dict[str, tuple[int, ...]]  # per-class pools: GM programs (bass, guitar, piano), drum kits (drums)
 
     def validate(self, key: str) -> None:
         _check(set(self.tracks) == set(SPLITS), f"{key}.tracks",
@@ -128,6 +132,16 @@ class SyntheticParams:
         for name in ("extra_stem_prob", "dropout_prob"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"{key}.{name}", f"must be a probability in [0, 1], got {v}")
+        if self.soundfont is not None:
+            _check(bool(self.soundfont.strip()), f"{key}.soundfont", "must be null or a path to an SF2 file")
+        families = {**CLASS_PROGRAMS, "drums": range(128)}
+        _check(set(self.programs) <= set(families), f"{key}.programs",
+               f"keys must be among {sorted(families)}, got {sorted(self.programs)}")
+        for cls, pool in self.programs.items():
+            allowed = families[cls]
+            what = "drum kits" if cls == "drums" else f"General MIDI {cls} programs"
+            _check(len(pool) >= 1 and all(p in allowed for p in pool), f"{key}.programs.{cls}",
+                   f"must be a non-empty list of {what} in [{allowed.start}, {allowed.stop - 1}], got {list(pool)}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mtmusicldm.config import DataParams, SyntheticParams, params_to_dict
+from mtmusicldm.data.soundfont import SoundFontError
 from mtmusicldm.utils.fs import atomic_dir, md5_file, write_json
 from pipeline._common import parse_and_load, progress, stage_parser
 
@@ -127,18 +128,21 @@ def run(data: DataParams, synthetic: SyntheticParams, out: Path) -> dict[str, An
             raise DownloadError(f"data.local_root={data.local_root!r} is not a directory")
         info.update(root=str(root), origin="local copy")
     elif data.source == "synthetic":
-        from mtmusicldm.data.synthetic import generate_band_dataset
+        from mtmusicldm.data.synthetic import BandSettings, check_soundfont, generate_band_dataset
 
+        settings = BandSettings(seed=synthetic.seed, min_seconds=synthetic.min_seconds,
+                                max_seconds=synthetic.max_seconds, sample_rate=synthetic.sample_rate,
+                                renderer=synthetic.renderer, soundfont=synthetic.soundfont,
+                                programs=synthetic.programs, extra_stem_prob=synthetic.extra_stem_prob,
+                                dropout_prob=synthetic.dropout_prob)
+        check_soundfont(settings)  # a bad SoundFont fails here, before anything is removed or written
         gen_params = params_to_dict(synthetic)
         root = out / SYNTHETIC_DIR
         previous = out / "source.json"
         if root.exists() and (not previous.is_file()
                               or json.loads(previous.read_text()).get("generator") != gen_params):
             shutil.rmtree(root)  # made with other generator params: regenerate, never mix
-        generate_band_dataset(root, dict(synthetic.tracks), seed=synthetic.seed, min_seconds=synthetic.min_seconds,
-                              max_seconds=synthetic.max_seconds, sample_rate=synthetic.sample_rate,
-                              extra_stem_prob=synthetic.extra_stem_prob, dropout_prob=synthetic.dropout_prob,
-                              progress=True)
+        generate_band_dataset(root, dict(synthetic.tracks), settings, progress=True)
         info.update(root=SYNTHETIC_DIR, origin="embedded procedural generator", generator=gen_params)
     elif data.source in ARCHIVES:
         arc = ARCHIVES[data.source]
@@ -170,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, params = parse_and_load(parser, argv)
     try:
         info = run(params.data, params.synthetic, args.out)
-    except DownloadError as e:
+    except (DownloadError, SoundFontError) as e:
         sys.exit(f"download: {e}")
     print(f"download: {info['source']} corpus at {info['root']} "
           f"({info['fingerprint']['files']} files, {info['fingerprint']['bytes'] / 1e6:.1f} MB)")

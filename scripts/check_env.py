@@ -11,6 +11,11 @@ for name, want in PINS.items():
         got = "missing"
     if got.split("+")[0] != want:
         bad.append(f"{name} {got} (pinned {want})")
+for module in ("tinysoundfont", "pretty_midi"):  # installed without their declared dependencies / with them
+    try:
+        __import__(module)
+    except ImportError as err:
+        bad.append(f"{module} does not import ({err})")
 if bad:
     sys.exit("environment check failed: " + ", ".join(bad) + ". Recreate the venv: rm -rf .venv && make install")
 print("environment ok: " + ", ".join(f"{k} {v}" for k, v in PINS.items()))

@@ -28,6 +28,7 @@ import yaml
 
 from mtmusicldm import STEMS
 from mtmusicldm.audio.io import AudioError, audio_info, load_audio
+from mtmusicldm.data.gm import CLASS_PROGRAMS
 from mtmusicldm.geometry import SAMPLE_RATE
 
 __all__ = ["TrackSource", "SkippedTrack", "LoadedTrack", "TrackError", "SCANNERS", "classify_stem",
@@ -36,7 +37,6 @@ __all__ = ["TrackSource", "SkippedTrack", "LoadedTrack", "TrackError", "SCANNERS
 MissingStemPolicy = Literal["drop", "silent"]
 _TRACK_RE = re.compile(r"^Track\d+$")
 _AUDIO_SUFFIXES = (".flac", ".wav")
-_PROGRAM_FAMILIES = {"piano": range(0, 8), "guitar": range(24, 32), "bass": range(32, 40)}
 _LENGTH_NOTE_S = 0.1  # stems whose lengths differ by more than this are noted
 
 
@@ -107,7 +107,7 @@ def classify_stem(stem_meta: Mapping[str, Any]) -> str | None:
     program = stem_meta.get("program_num")
     if isinstance(program, bool) or not isinstance(program, int):
         return None
-    return next((name for name, progs in _PROGRAM_FAMILIES.items() if program in progs), None)
+    return next((name for name, progs in CLASS_PROGRAMS.items() if program in progs), None)
 
 
 def _track_dirs(parent: Path) -> list[Path]:

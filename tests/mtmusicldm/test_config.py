@@ -51,6 +51,8 @@ def test_roundtrip(raw):
     (lambda r: r.update(stems=["drums", "bass", "guitar", "piano"]), "stems"),
     (lambda r: r["synthetic"]["tracks"].pop("test"), "synthetic.tracks"),
     (lambda r: r["synthetic"].update(dropout_prob=1.5), "synthetic.dropout_prob"),
+    (lambda r: r["synthetic"]["programs"].update(bass=[0, 33]), "synthetic.programs.bass"),
+    (lambda r: r["synthetic"].update(renderer="fm"), "synthetic.renderer"),
     (lambda r: r["prepare"].update(audio_format="mp3"), "prepare.audio_format"),
     (lambda r: r["prepare"].update(max_shift_fraction=True), "prepare.max_shift_fraction"),
     (lambda r: r["sample"].update(sampler="heun"), "sample.sampler"),

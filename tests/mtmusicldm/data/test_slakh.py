@@ -21,7 +21,7 @@ from mtmusicldm.data.slakh import (
     scan_slakh_redux,
     scan_source,
 )
-from mtmusicldm.data.synthetic import generate_band_dataset
+from mtmusicldm.data.synthetic import BandSettings, generate_band_dataset
 
 PROGRAM = {"bass": 33, "guitar": 27, "piano": 0}
 FREQ = {"bass": 55.0, "drums": 80.0, "guitar": 196.0, "piano": 262.0}
@@ -65,8 +65,9 @@ def _only(sources: list[TrackSource], tid: str) -> TrackSource:
 @pytest.fixture(scope="module")
 def band(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("band")
-    generate_band_dataset(root, {"train": 2, "validation": 1, "test": 1}, seed=5, min_seconds=2.0,
-                          max_seconds=3.0, extra_stem_prob=1.0, double_stem_prob=1.0, unrendered_prob=1.0)
+    settings = BandSettings(seed=5, min_seconds=2.0, max_seconds=3.0, extra_stem_prob=1.0, double_stem_prob=1.0,
+                            unrendered_prob=1.0)  # the default renderer: SoundFont, as in `make run`
+    generate_band_dataset(root, {"train": 2, "validation": 1, "test": 1}, settings)
     return root
 
 
