@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from transformers import SpeechT5HifiGan
 
 from mtmusicldm.codec.vae import from_pretrained_checked
+from mtmusicldm.geometry import HOP, SAMPLE_RATE
 
 
 @runtime_checkable
@@ -115,7 +116,7 @@ class GriffinLimVocoder:
         mel_inverse: "pinv" (default) or "nnls".
     """
 
-    def __init__(self, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 160, n_mels: int = 64,
+    def __init__(self, sample_rate: int = SAMPLE_RATE, n_fft: int = 1024, hop: int = HOP, n_mels: int = 64,
                  fmin: float = 0.0, fmax: float = 8000.0, n_iter: int = 32, seed: int = 0,
                  n_samples: int | None = None, mel_inverse: str = "pinv") -> None:
         if mel_inverse not in ("pinv", "nnls"):

@@ -17,7 +17,7 @@ from mtmusicldm import STEMS
 from mtmusicldm.config import AudioParams
 from mtmusicldm.data.shards import ShardWriter, encode_sample
 from pipeline import sample as stage
-from tests.pipeline.test_cli_generate import SEG, SR, make_model_dir
+from tests.tiny_models import SEG, SR, make_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
