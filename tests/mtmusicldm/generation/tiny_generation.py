@@ -63,6 +63,10 @@ class TinyModel:
     def film_dim(self) -> int | None:
         return self.unet.config.film_dim
 
+    @property
+    def eps_model(self) -> Any:
+        return self.unet
+
 
 def make_tiny_model(conditional: bool = False, seed: int = 0) -> TinyModel:
     with torch.random.fork_rng(devices=[]):
