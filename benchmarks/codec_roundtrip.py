@@ -52,7 +52,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mtmusicldm.codec.codec_dir import MUSICLDM_DDCONFIG, MUSICLDM_HIFIGAN_CONFIG, Codec, load_codec
+    from mtmusicldm.codec.codec_dir import Codec, load_codec
+    from mtmusicldm.official.hifigan import MUSICLDM_HIFIGAN_CONFIG
+    from mtmusicldm.official.vae import MUSICLDM_DDCONFIG
     from mtmusicldm.codec.vae import build_vae, vae_config
     from mtmusicldm.codec.vocoder import GriffinLimVocoder, HifiGanVocoder
     from mtmusicldm.official.hifigan import hifigan_config

@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mtmusicldm.codec.codec_dir import Codec, codec_from_params
+    from mtmusicldm.codec.build import codec_from_params
+    from mtmusicldm.codec.codec_dir import Codec
     from mtmusicldm.codec.training import train_vae
     from mtmusicldm.codec.vae import build_vae
     from mtmusicldm.codec.vocoder import GriffinLimVocoder

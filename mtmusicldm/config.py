@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from mtmusicldm import STEMS
 from mtmusicldm.data.gm import CLASS_PROGRAMS
+from mtmusicldm.data.slakh import MissingStemPolicy, SourceKind
+from mtmusicldm.geometry import HOP, LATENT_DOWNSAMPLE, SAMPLE_RATE
 
 __all__ = [
     "ParamsError",
@@ -38,7 +40,6 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-SourceKind = Literal["synthetic", "slakh", "msdm", "babyslakh"]
 
 
 class ParamsError(ValueError):
@@ -66,11 +67,11 @@ class AudioParams:
     segment_samples: int  # samples per training/evaluation segment (paper: 163840 = 10.24 s)
 
     def validate(self, key: str) -> None:
-        _check(self.sample_rate == 16000, f"{key}.sample_rate",
-               f"must be 16000 (the MusicLDM mel front-end, VAE and HiFi-GAN are 16 kHz models), got {self.sample_rate}")
-        # 160-sample hop; the VAE downsamples mel frames by 4 and the UNet time axis by up to 8 more.
-        _check(self.segment_samples > 0 and self.segment_samples % (160 * 32) == 0, f"{key}.segment_samples",
-               f"must be a positive multiple of 5120 (hop 160 x 32 frames), got {self.segment_samples}")
+        _check(self.sample_rate == SAMPLE_RATE, f"{key}.sample_rate", f"must be {SAMPLE_RATE} (the MusicLDM mel "
+               f"front-end, VAE and HiFi-GAN are 16 kHz models), got {self.sample_rate}")
+        # The VAE downsamples mel frames by 4 and the UNet time axis by up to 8 more: 32 mel frames.
+        _check(self.segment_samples > 0 and self.segment_samples % (HOP * 32) == 0, f"{key}.segment_samples",
+               f"must be a positive multiple of {HOP * 32} (hop {HOP} x 32 frames), got {self.segment_samples}")
 
     @property
     def segment_seconds(self) -> float:
@@ -79,16 +80,16 @@ class AudioParams:
     @property
     def mel_frames(self) -> int:
         """Mel frames per segment after the official crop (the n/hop + 1-th frame is dropped)."""
-        return self.segment_samples // 160
+        return self.segment_samples // HOP
 
 
 @dataclass(frozen=True)
 class DataParams:
     """Which multi-track corpus to use and how to read it."""
 
-    source: SourceKind  # synthetic = the embedded procedural band dataset (no download)
+    source: SourceKind  # a key of mtmusicldm.data.slakh.SCANNERS; synthetic = the embedded band dataset (no download)
     local_root: str | None  # an existing copy of the corpus; null = download (or generate) into the stage output
-    missing_stem_policy: Literal["drop", "silent"]  # a track lacking a class: drop it (official) or keep it silent
+    missing_stem_policy: MissingStemPolicy  # a track lacking a class: drop it (official) or keep it silent
     silence_threshold_db: float  # a stem whose RMS is below this (dBFS) is flagged silent
     babyslakh_split: dict[str, float]  # BabySlakh has no splits: fractions for validation/test by track-id hash
 
@@ -271,6 +272,7 @@ class DiffusionParams:
     timesteps: int
     beta_start: float
     beta_end: float
+    prediction: Literal["eps", "v"]  # what the UNet predicts: the noise (official) or the velocity v
 
     def validate(self, key: str) -> None:
         _check(2 <= self.timesteps <= 100000, f"{key}.timesteps", "must be in [2, 100000]")
@@ -292,6 +294,7 @@ class TrainParams:
     mixed_precision: Literal["no", "bf16", "fp16"]
     grad_checkpointing: bool
     max_grad_norm: float  # 0 = no clipping (official)
+    snr_gamma: float | None  # min-SNR-gamma loss weighting (Hang et al. 2023); null = uniform (official)
     splits: tuple[str, ...]  # splits trained on (official: train + validation; test is held out)
     checkpoint_every: int
     log_every: int
@@ -307,6 +310,8 @@ class TrainParams:
         _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", "must be in [0, 1)")
         _check(0 <= self.cfg_dropout <= 1, f"{key}.cfg_dropout", "must be a probability")
         _check(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
+        _check(self.snr_gamma is None or 0 < self.snr_gamma <= 1000, f"{key}.snr_gamma",
+               f"must be null or in (0, 1000], got {self.snr_gamma}")
         _check(len(self.splits) >= 1 and set(self.splits) <= set(SPLITS) and "test" not in self.splits,
                f"{key}.splits", f"must be a non-empty subset of [train, validation] (test is held out), got {list(self.splits)}")
         _check(self.checkpoint_every >= 1 and self.log_every >= 1, f"{key}.checkpoint_every",
@@ -320,7 +325,7 @@ class SampleParams:
 
     count: int  # test segments (= samples) per setting; official: 300 (arrangement), 150 (text)
     batch_size: int
-    sampler: Literal["ddim", "euler", "dpmpp_2m", "dpmpp_2m_sde"]  # ddim = official
+    sampler: str  # a key of mtmusicldm.diffusion.samplers.SAMPLERS (checked in validate); ddim = official
     steps: int  # official: 200
     eta: float | None  # null = the sampler's default (DDIM: 1.0, official)
     noise_mode: Literal["fresh", "fixed"]  # inpainting re-noising of the known stems (fresh = official)
@@ -334,8 +339,9 @@ class SampleParams:
     untrained_reference: bool  # also sample every setting from the untrained model (the tables' ceiling row)
 
     def validate(self, key: str) -> None:
-        _check(self.sampler in typing.get_args(typing.get_type_hints(SampleParams)["sampler"]), f"{key}.sampler",
-               f"unknown sampler {self.sampler!r}")
+        from mtmusicldm.diffusion.samplers import SAMPLERS  # lazy: `import mtmusicldm.config` stays torch-free
+
+        _check(self.sampler in SAMPLERS, f"{key}.sampler", f"must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
         _check(1 <= self.count <= 100000, f"{key}.count", f"must be in [1, 100000], got {self.count}")
         _check(1 <= self.batch_size <= 1024, f"{key}.batch_size", "must be in [1, 1024]")
         _check(1 <= self.steps <= 1000, f"{key}.steps", f"must be in [1, 1000], got {self.steps}")
@@ -351,7 +357,7 @@ class SampleParams:
 class EvaluateParams:
     """The `evaluate` stage: FAD (Tables 1-3) with 95 % intervals, reference rows, coherence metrics."""
 
-    backbone: Literal["offline", "vggish", "clap", "crepe"]  # offline/crepe: NOT comparable with published FAD
+    backbone: str  # a key of mtmusicldm.evaluation.embedders.EMBEDDERS; offline/crepe: NOT comparable with FAD
     vggish_weights: str | None  # vggish-10086976.pth (torchvggish release); or vggish_hub_dir, for backbone vggish
     vggish_hub_dir: str | None  # torch hub cache with harritaylor/torchvggish (frechet-audio-distance's loader)
     clap_checkpoint: str | None  # CLAP weights for backbone clap (MusicLDM clap-ckpt.pt)
@@ -364,6 +370,10 @@ class EvaluateParams:
     seed: int
 
     def validate(self, key: str) -> None:
+        from mtmusicldm.evaluation.embedders import EMBEDDERS  # lazy: `import mtmusicldm.config` stays torch-free
+
+        _check(self.backbone in EMBEDDERS, f"{key}.backbone",
+               f"must be one of {sorted(EMBEDDERS)}, got {self.backbone!r}")
         if self.backbone == "vggish":
             _check((self.vggish_weights is None) != (self.vggish_hub_dir is None), f"{key}.vggish_weights",
                    "backbone vggish needs exactly one of vggish_weights (a .pth file) and vggish_hub_dir")
@@ -398,7 +408,7 @@ class Params:
                f"must be exactly {list(STEMS)} (the order of the S axis everywhere), got {list(self.stems)}")
         _check(self.prepare.max_track_seconds * self.audio.sample_rate >= self.audio.segment_samples,
                "prepare.max_track_seconds", "must be at least one segment long")
-        latent_t = self.audio.mel_frames // 4
+        latent_t = self.audio.mel_frames // LATENT_DOWNSAMPLE
         _check(latent_t % self.model.downsampling == 0 and 16 % self.model.downsampling == 0,
                "model.channel_mult", f"{len(self.model.channel_mult)} levels downsample by {self.model.downsampling}, "
                f"which must divide the latent time ({latent_t}) and frequency (16) sizes")

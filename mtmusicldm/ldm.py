@@ -1,103 +1,46 @@
-"""The trained model directory (`models/ldm/`, docs/formats.md) and `MTMusicLDM`, its one-call loader.
+"""`MTMusicLDM`: a trained (or imported) model in one object, and its self-contained directory (docs/formats.md).
 
-`config.json` describes everything needed to sample: the UNet, the noise schedule, the latent scale and shape,
-the codec directory (VAE + vocoder, resolved relative to the model directory when relative) and the CLAP
-conditioning. `unet_ema.safetensors` holds the EMA weights that sampling uses; `unet.safetensors` the raw ones.
-The codec and CLAP are loaded lazily, on first access of `.vae` / `.vocoder` / `.clap`.
+A model directory holds `config.json` (`mtmusicldm.model_config`), `unet_ema.safetensors` (the weights sampling
+uses: EMA, or the raw ones of an import with `--no-ema`), `unet.safetensors` (the raw weights, when known),
+`codec/` (the VAE and vocoder: a codec directory) and, for a `pretrained` CLAP conditioning, `clap.safetensors`.
+Everything is safetensors or JSON (no pickle), and nothing points outside the directory, so a copy loads anywhere
+(older directories may point at their codec and CLAP weights elsewhere: they still load). `from_pretrained`
+loads the UNet at once and the codec and CLAP on first use; `save_pretrained` writes the directory atomically;
+`load_model` is the one loading path of the CLI, the studio and the sample stage.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mtmusicldm.audio import load_audio
+from mtmusicldm.codec.codec_dir import Codec, load_codec, write_codec
+from mtmusicldm.codec.latents import LatentScale
+from mtmusicldm.conditioning import ClapConditioner, extract_clap_state_dict, read_checkpoint
+from mtmusicldm.diffusion.denoiser import as_eps_model
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
+from mtmusicldm.geometry import FrameGeometry
+from mtmusicldm.model_config import (
+    config_prediction,
+    CLAP_FILE,
+    CODEC_SUBDIR,
+    RecommendedSampler,
+    config_geometry,
+    config_sampler,
+    validate_model_config,
+)
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
 from mtmusicldm.utils.fs import atomic_dir
 
-LDM_FORMAT = "mtmusicldm-ldm"
-LDM_VERSION = 1
-CONFIG_KEYS = ("format", "version", "stems", "unet", "diffusion", "scale_factor", "latent_shape", "segment_samples",
-               "sample_rate", "codec", "conditioning", "uncond_clap", "trained_steps", "source")
 WEIGHT_FILES = {True: "unet_ema.safetensors", False: "unet.safetensors"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# config.json
-
-
-def unet_config_to_dict(config: UNet3DConfig) -> dict[str, Any]:
-    """JSON form of a UNet config (gradient checkpointing, a training-time switch, is stored off)."""
-    d = dataclasses.asdict(config)
-    d["use_checkpoint"] = False
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def unet_config_from_dict(d: Mapping[str, Any], where: str = "config.json") -> UNet3DConfig:
-    """Strict inverse of `unet_config_to_dict` (unknown or missing fields raise ValueError)."""
-    fields = {f.name for f in dataclasses.fields(UNet3DConfig)}
-    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
-    if unknown or missing:
-        raise ValueError(f"{where}: unet section has unknown fields {unknown} / missing fields {missing}")
-    return UNet3DConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def make_model_config(*, stems: Sequence[str], unet: UNet3DConfig, timesteps: int, beta_start: float,
-                      beta_end: float, scale_factor: float, latent_shape: Sequence[int], segment_samples: int,
-                      sample_rate: int, codec: str | None, conditioning: Mapping[str, Any] | None,
-                      uncond_clap: Sequence[float] | None, trained_steps: int, source: str) -> dict[str, Any]:
-    """Assemble a `config.json` mapping (docs/formats.md).
-
-    Args:
-        latent_shape: [S, C, T', F'] of one item.
-        codec: codec dir, relative to the model dir or absolute; None when unknown.
-        conditioning: `{clap, amodel, checkpoint, text_model, seed}` or None for an unconditional model.
-        uncond_clap: CLAP embedding of "" [512] or None.
-        source: provenance, e.g. "train" or "official:<checkpoint name>".
-    """
-    config = {
-        "format": LDM_FORMAT, "version": LDM_VERSION, "stems": list(stems), "unet": unet_config_to_dict(unet),
-        "diffusion": {"timesteps": timesteps, "beta_start": beta_start, "beta_end": beta_end},
-        "scale_factor": float(scale_factor), "latent_shape": [int(v) for v in latent_shape],
-        "segment_samples": int(segment_samples), "sample_rate": int(sample_rate), "codec": codec,
-        "conditioning": None if conditioning is None else dict(conditioning),
-        "uncond_clap": None if uncond_clap is None else [float(v) for v in uncond_clap],
-        "trained_steps": int(trained_steps), "source": source,
-    }
-    validate_model_config(config)
-    return config
-
-
-def validate_model_config(config: Mapping[str, Any], where: str = "config.json") -> UNet3DConfig:
-    """Check keys, format and version, and the consistency of stems / latent shape / FiLM; returns the UNet config.
-
-    Raises:
-        ValueError: naming the problem.
-    """
-    unknown, missing = sorted(set(config) - set(CONFIG_KEYS)), [k for k in CONFIG_KEYS if k not in config]
-    if missing or unknown:
-        raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
-    if config["format"] != LDM_FORMAT or config["version"] != LDM_VERSION:
-        raise ValueError(f"{where}: expected format {LDM_FORMAT!r} version {LDM_VERSION}, got "
-                         f"{config['format']!r} version {config['version']!r}")
-    unet = unet_config_from_dict(config["unet"], where)
-    s = len(config["stems"])
-    if len(config["latent_shape"]) != 4 or config["latent_shape"][0] != s or unet.in_stems != s:
-        raise ValueError(f"{where}: stems ({s}), latent_shape {config['latent_shape']} and unet.in_stems "
-                         f"({unet.in_stems}) disagree")
-    if (config["conditioning"] is None) != (unet.film_dim is None):
-        raise ValueError(f"{where}: conditioning is {config['conditioning']!r} but unet.film_dim is {unet.film_dim}")
-    if config["uncond_clap"] is not None and unet.film_dim is not None and len(config["uncond_clap"]) != unet.film_dim:
-        raise ValueError(f"{where}: uncond_clap has {len(config['uncond_clap'])} values, unet.film_dim is "
-                         f"{unet.film_dim}")
-    return unet
+"""Weight file of the sampling (EMA) and of the raw UNet."""
 
 
 def _state(x: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -105,95 +48,78 @@ def _state(x: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 
 
-def save_model_dir(out: Path, unet: nn.Module | Mapping[str, Tensor], ema_unet: nn.Module | Mapping[str, Tensor],
-                   config: Mapping[str, Any], extra_files: Mapping[str, Path | str | bytes] | None = None) -> Path:
-    """Write a model directory atomically: config.json, unet.safetensors, unet_ema.safetensors, extra files.
-
-    Args:
-        out: the model directory (replaced as a whole).
-        unet, ema_unet: raw and EMA UNets (modules or state dicts); both must match `config["unet"]`.
-        config: a `make_model_config` mapping.
-        extra_files: file name -> source path, text or bytes (params.yaml, loss.csv, loss.png, ...).
-    """
-    unet_config = validate_model_config(config)
-    reference = UNet3D(unet_config).state_dict()
-    weights = {"unet.safetensors": _state(unet), "unet_ema.safetensors": _state(ema_unet)}
-    for name, sd in weights.items():
-        _check_weights(sd, reference, name)
-    with atomic_dir(Path(out)) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for name, sd in weights.items():
-            save_file(sd, str(tmp / name))
-        for name, content in (extra_files or {}).items():
-            if name in ("config.json", *weights) or "/" in name:
-                raise ValueError(f"extra file name {name!r} is reserved or not a plain file name")
-            if isinstance(content, Path):
-                content = content.read_bytes()
-            (tmp / name).write_bytes(content.encode() if isinstance(content, str) else content)
-    return Path(out)
+def _reference_shapes(config: UNet3DConfig) -> dict[str, torch.Size]:
+    """Parameter shapes of a UNet of `config` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in UNet3D(config).state_dict().items()}
 
 
-def _check_weights(sd: Mapping[str, Tensor], reference: Mapping[str, Tensor], where: str) -> None:
+def _check_weights(sd: Mapping[str, Tensor], reference: Mapping[str, torch.Size], where: str) -> None:
     """Raise ValueError naming missing, unexpected and wrongly shaped keys."""
     missing = sorted(reference.keys() - sd.keys())
     unexpected = sorted(sd.keys() - reference.keys())
-    shapes = [f"{k}: {list(sd[k].shape)} vs config {list(reference[k].shape)}"
-              for k in sorted(sd.keys() & reference.keys()) if sd[k].shape != reference[k].shape]
+    shapes = [f"{k}: {list(sd[k].shape)} vs config {list(reference[k])}"
+              for k in sorted(sd.keys() & reference.keys()) if sd[k].shape != reference[k]]
     if missing or unexpected or shapes:
         raise ValueError(f"{where} does not match the UNet in config.json: missing {missing[:10]}"
                          f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
                          f"{' ...' if len(unexpected) > 10 else ''}, shape mismatches {shapes[:10]}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Loader
-
-
 class MTMusicLDM:
-    """A trained (or imported) MT-MusicLDM: UNet + schedule + latent scale, with lazy codec and CLAP.
+    """A trained (or imported) MT-MusicLDM: UNet + schedule + latent scale, with a lazy codec and CLAP.
 
     Attributes:
         unet: the UNet3D (eval mode, EMA weights by default).
         config: the parsed config.json.
-        path: the model directory.
+        path: the model directory (None for a model built in memory).
     """
 
-    def __init__(self, unet: UNet3D, config: Mapping[str, Any], path: Path | None = None) -> None:
+    def __init__(self, unet: UNet3D, config: Mapping[str, Any], path: Path | None = None, *,
+                 codec: Codec | None = None) -> None:
         self.unet = unet.eval()
         self.config = dict(config)
         self.path = path
-        self._codec: Any = None
+        self._codec = codec
         self._clap: Any = None
 
     @classmethod
-    def from_pretrained(cls, path: Path | str, *, ema: bool = True, device: str | torch.device = "cpu") -> MTMusicLDM:
+    def from_pretrained(cls, path: Path | str, *, ema: bool = True, device: str | torch.device = "cpu",
+                        lazy: bool = True) -> MTMusicLDM:
         """Load a model directory.
 
         Args:
             path: the directory (config.json + weights).
-            ema: load the EMA weights (sampling) rather than the raw ones.
-            device: where the UNet goes.
+            ema: load the sampling weights (EMA) rather than the raw ones.
+            device: where the model goes.
+            lazy: load the codec on first use; False loads it now (a broken codec fails here).
 
         Raises:
             FileNotFoundError: missing directory, config.json or weight file.
-            ValueError: wrong format/version, inconsistent config, weights not matching the config (keys named).
+            ValueError: wrong format/version, inconsistent config, a frame geometry this code does not support,
+                weights not matching the config (keys named).
         """
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"model directory {path} does not exist (train or import a model first)")
+            raise FileNotFoundError(f"model directory {path} does not exist (train one, or import the official "
+                                    "checkpoint with `mtmusicldm import-official`)")
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: {path} is not an MT-MusicLDM model directory")
         config = json.loads(cfg_path.read_text())
         unet_config = validate_model_config(config, str(cfg_path))
+        config_geometry(config, str(cfg_path)).check_supported(str(cfg_path))
         weights = path / WEIGHT_FILES[ema]
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found")
         unet = UNet3D(unet_config)
         sd = load_file(str(weights))
-        _check_weights(sd, unet.state_dict(), str(weights))
+        _check_weights(sd, _reference_shapes(unet_config), str(weights))
         unet.load_state_dict(sd)
-        return cls(unet.to(device), config, path)
+        model = cls(unet.to(device), config, path)
+        if not lazy:
+            _ = model.codec  # loaded now, onto `device`
+        return model
 
     # ---- model facts
 
@@ -206,6 +132,11 @@ class MTMusicLDM:
         return float(self.config["scale_factor"])
 
     @property
+    def latent_scale(self) -> LatentScale:
+        """`z_model = z_vae * scale_factor` (official `scale_factor`)."""
+        return LatentScale(self.scale_factor)
+
+    @property
     def stems(self) -> tuple[str, ...]:
         return tuple(self.config["stems"])
 
@@ -213,6 +144,29 @@ class MTMusicLDM:
     def latent_shape(self) -> tuple[int, int, int, int]:
         """[S, C, T', F'] of one item."""
         return tuple(int(v) for v in self.config["latent_shape"])  # type: ignore[return-value]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config["sample_rate"])
+
+    @property
+    def geometry(self) -> FrameGeometry:
+        return config_geometry(self.config)
+
+    @property
+    def recommended_sampler(self) -> RecommendedSampler:
+        """What the CLI and the studio sample with by default (DDIM-200 for models that recommend none)."""
+        return config_sampler(self.config)
+
+    @property
+    def prediction(self) -> str:
+        """What the UNet predicts: "eps" (official) or "v"."""
+        return config_prediction(self.config)
+
+    @property
+    def eps_model(self) -> Any:
+        """The UNet as an eps model (`unet(x_vp, t, film) -> eps`), whatever it predicts: what samplers run."""
+        return as_eps_model(self.unet, self.prediction, self.schedule)
 
     @property
     def film_dim(self) -> int | None:
@@ -231,8 +185,22 @@ class MTMusicLDM:
         return None if u is None else torch.tensor(u, dtype=torch.float32, device=self.device)
 
     def to(self, device: str | torch.device) -> MTMusicLDM:
+        """Move every part (UNet, the codec's VAE and a HiFi-GAN vocoder, CLAP) in place; returns self.
+
+        Parts not loaded yet are loaded onto the UNet's device when first used.
+        """
         self.unet.to(device)
+        if self._codec is not None:
+            self._codec.to(device)
+        if self._clap is not None:
+            self._clap.to(device)
         return self
+
+    def with_unet(self, unet: UNet3D) -> MTMusicLDM:
+        """The same model (config, codec, CLAP: shared, not reloaded) with another UNet of the same config."""
+        other = MTMusicLDM(unet.to(self.device), self.config, self.path, codec=self._codec)
+        other._clap = self._clap
+        return other
 
     # ---- lazy components
 
@@ -250,25 +218,22 @@ class MTMusicLDM:
             raise FileNotFoundError(f"codec dir {p} (config.json codec: {codec!r}) does not exist")
         return p
 
-    def _load_codec(self) -> Any:
+    @property
+    def codec(self) -> Codec:
+        """The codec (VAE + vocoder), loaded on first access."""
         if self._codec is None:
-            path = self.codec_dir
-            try:
-                module = importlib.import_module("mtmusicldm.codec.codec_dir")
-            except ModuleNotFoundError as e:
-                raise RuntimeError("mtmusicldm.codec.codec_dir.load_codec is not available in this install") from e
-            self._codec = module.load_codec(path, device=self.device)
+            self._codec = load_codec(self.codec_dir, device=self.device)
         return self._codec
 
     @property
     def vae(self) -> Any:
         """The codec's VAE (loaded on first access)."""
-        return self._load_codec().vae
+        return self.codec.vae
 
     @property
     def vocoder(self) -> Any:
         """The codec's vocoder (loaded on first access)."""
-        return self._load_codec().vocoder
+        return self.codec.vocoder
 
     @property
     def clap(self) -> Any:
@@ -280,19 +245,121 @@ class MTMusicLDM:
             self._clap = _load_clap(cond, self.device, self.path)
         return self._clap
 
+    # ---- conditioning
+
+    def embed_condition(self, *, prompt: str | None = None,
+                        reference: str | Path | Tensor | np.ndarray | None = None) -> Tensor | None:
+        """The CLAP embedding ``[D]`` of a text prompt or of a reference clip, or None when neither is given.
+
+        Args:
+            prompt: text.
+            reference: an audio file (any format, rate, channels, length) or a mono waveform ``[n]`` at the
+                model's rate; long clips are embedded in 10 s windows and averaged (`embed_audio_long`).
+
+        Raises:
+            ValueError: both given, or a prompt / reference for an unconditional model.
+            mtmusicldm.audio.AudioError: an unreadable reference file (a ValueError naming it).
+        """
+        if prompt is not None and reference is not None:
+            raise ValueError("give a text prompt or a reference clip, not both")
+        if prompt is None and reference is None:
+            return None
+        if self.film_dim is None:
+            raise ValueError("the model is unconditional: it takes no text prompt or reference clip")
+        if prompt is not None:
+            return self.clap.embed_text([prompt])[0]
+        if isinstance(reference, (str, Path)):
+            reference = load_audio(reference, self.sample_rate)
+        wav = torch.as_tensor(np.asarray(reference), dtype=torch.float32)
+        return self.clap.embed_audio_long(wav[None])[0]
+
+    # ---- saving
+
+    def save_pretrained(self, out: Path | str, *, raw_unet: nn.Module | Mapping[str, Tensor] | None = None,
+                        clap_weights: Mapping[str, Tensor] | None = None,
+                        extra_files: Mapping[str, Path | str | bytes] | None = None) -> Path:
+        """Write a self-contained model directory atomically (see the module docstring).
+
+        Args:
+            out: the model directory (replaced as a whole).
+            raw_unet: the raw (non-EMA) UNet, module or state dict, written as `unet.safetensors`.
+            clap_weights: the CLAP tensors of a `pretrained` conditioning (default: read from the checkpoint its
+                `conditioning.checkpoint` names).
+            extra_files: file name -> source path, text or bytes (params.yaml, loss.csv, import.json, ...).
+
+        Raises:
+            ValueError: weights not matching the config, or a reserved / nested extra file name.
+        """
+        config = self.config | {"codec": CODEC_SUBDIR}
+        cond = config["conditioning"]
+        clap = None
+        if cond is not None and cond["clap"] == "pretrained":
+            clap = _state(clap_weights if clap_weights is not None else _read_clap(_clap_path(cond, self.path)))
+            config["conditioning"] = cond | {"checkpoint": CLAP_FILE}
+        reference = _reference_shapes(validate_model_config(config))
+        weights = {WEIGHT_FILES[True]: _state(self.unet)}
+        if raw_unet is not None:
+            weights[WEIGHT_FILES[False]] = _state(raw_unet)
+        for name, sd in weights.items():
+            _check_weights(sd, reference, name)
+        reserved = {"config.json", *WEIGHT_FILES.values(), CODEC_SUBDIR, CLAP_FILE}
+        bad = [n for n in (extra_files or {}) if n in reserved or "/" in n]
+        if bad:
+            raise ValueError(f"extra file names {bad} are reserved or not plain file names")
+        codec = self.codec
+        with atomic_dir(Path(out)) as tmp:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            for name, sd in weights.items():
+                save_file(sd, str(tmp / name))
+            (tmp / CODEC_SUBDIR).mkdir()
+            write_codec(tmp / CODEC_SUBDIR, codec.vae, codec.vocoder, kind=codec.info["kind"],
+                        source=codec.info["source"])
+            if clap is not None:
+                save_file(clap, str(tmp / CLAP_FILE))
+            for name, content in (extra_files or {}).items():
+                if isinstance(content, Path):
+                    content = content.read_bytes()
+                (tmp / name).write_bytes(content.encode() if isinstance(content, str) else content)
+        return Path(out)
+
+
+def load_model(path: Path | str, device: str | None = None) -> MTMusicLDM:
+    """The one loading path of the CLI, the studio and the sample stage.
+
+    `from_pretrained` on `device` (None: cuda if available, else cpu) with the codec loaded now, so a broken model
+    directory fails at start rather than at the first generation.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return MTMusicLDM.from_pretrained(path, device=device, lazy=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLAP weights
+
+
+def _clap_path(cond: Mapping[str, Any], base: Path | None) -> Path:
+    """The checkpoint of a `pretrained` conditioning: relative to the model directory if it is there, else as given."""
+    ckpt = Path(cond["checkpoint"])
+    if not ckpt.is_absolute() and base is not None and (base / ckpt).is_file():
+        ckpt = base / ckpt
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"CLAP checkpoint {ckpt} (config.json conditioning.checkpoint) not found")
+    return ckpt
+
+
+def _read_clap(path: Path) -> dict[str, Tensor]:
+    """CLAP tensors of a safetensors file or of a `torch.load` checkpoint (safe unpickler only)."""
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return extract_clap_state_dict(read_checkpoint(path))
+
 
 def _load_clap(cond: Mapping[str, Any], device: torch.device, base: Path | None) -> Any:
     """Build the CLAP conditioner described by config.json's conditioning section."""
-    from mtmusicldm.conditioning import ClapConditioner
-
     text_dir = Path(cond["text_model"]) if cond["text_model"] is not None else None
     if cond["clap"] == "pretrained":
-        ckpt = Path(cond["checkpoint"])
-        if not ckpt.is_absolute() and base is not None and (base / ckpt).is_file():
-            ckpt = base / ckpt
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"CLAP checkpoint {ckpt} (config.json conditioning.checkpoint) not found")
-        return ClapConditioner.from_checkpoint(ckpt, amodel=cond["amodel"], text_model_dir=text_dir, device=device)
+        return ClapConditioner.from_state_dict(_read_clap(_clap_path(cond, base)), amodel=cond["amodel"],
+                                               text_model_dir=text_dir, device=device)
     if cond["clap"] == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cond["seed"]))

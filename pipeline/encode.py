@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtmusicldm.codec.codec_dir import WEIGHTS_HINT, Codec, codec_sha256, load_codec, sample_posterior
+from mtmusicldm.codec.codec_dir import Codec, codec_sha256, load_codec, sample_posterior
 from mtmusicldm.codec.latents import scale_factor_from_latents
+from mtmusicldm.codec.vae import WEIGHTS_HINT
 from mtmusicldm.config import SPLITS, AudioParams, CodecParams, ConditioningParams, EncodeParams, params_to_dict
 from mtmusicldm.data.latents import (
     LatentsIndex,
@@ -42,6 +43,7 @@ from mtmusicldm.data.latents import (
     write_latents_index,
 )
 from mtmusicldm.data.shards import DecodedSample, ShardWriter, iter_samples
+from mtmusicldm.utils.rng import hash_seed_joined
 from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
 
 PARTIAL_INFIX = ".encode-partial-"
@@ -51,15 +53,9 @@ PARTIAL_INFIX = ".encode-partial-"
 # Seeds, CLAP
 
 
-def sample_seed(seed: int, key: str, purpose: str) -> int:
-    """63-bit seed of one sample's randomness (`purpose`: "posterior" or "clap"), independent of batching."""
-    digest = hashlib.sha256(f"{seed}\x00{key}\x00{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def sample_generators(seed: int, keys: Sequence[str], purpose: str) -> list[torch.Generator]:
-    """One CPU generator per sample key."""
-    return [torch.Generator().manual_seed(sample_seed(seed, key, purpose)) for key in keys]
+    """One CPU generator per sample key for one purpose ("posterior" or "clap"), independent of batching."""
+    return [torch.Generator().manual_seed(hash_seed_joined(seed, key, purpose)) for key in keys]
 
 
 def build_conditioner(conditioning: ConditioningParams, device: str | torch.device = "cpu") -> Any | None:
@@ -302,7 +298,7 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
         root=work, stems=tuple(stems), latent_shape=codec_obj.latent_shape(audio.segment_samples, len(stems)),
         scale_factor=scale, scale_segments=used, posterior=encode.posterior, clap=clap_info,
         uncond_clap=None if uncond is None else tuple(uncond), codec_sha256=fingerprint, splits=splits,
-        codec_dir=str(codec_dir),
+        codec_dir=str(codec_dir), geometry=codec_obj.geometry,
     )  # fmt: skip
     write_latents_index(index)
     replace_dir(work, out)

@@ -22,24 +22,25 @@ Output (``out/``, written atomically; file names ``<item>.wav`` with ``item = <i
 
 FAD protocols (paper_results.json): total ``<setting>/mix`` (and ``/<stem>``) vs ``target/mix`` (``/<stem>``);
 arrangement "mixture" ``arrange_X/mix`` vs ``target/mix``, "stems" ``arrange_X/sum`` vs ``target/sum_X``.
-Item ``i`` of setting ``s`` uses the item seed ``derive_seed(seed, crc32(s), i)``, so results do not depend on the
+Item ``i`` of setting ``s`` uses the item seed ``sequence_seed(seed, crc32(s), i)``, so results do not depend on the
 batch size, and settings can be added without changing the others.
 
 Untrained reference (``sample.untrained_reference``, the "ceiling" row of the evaluation tables): every setting is
 sampled again, with the same item seeds, codec, scale factor, conditioning and sampler, by a UNet of the same config
-freshly initialised from ``derive_seed(seed, crc32("untrained"))``. Its records carry ``model: "untrained"`` (the
+freshly initialised from ``sequence_seed(seed, crc32("untrained"))``. Its records carry ``model: "untrained"`` (the
 others ``model: "trained"``) and its files live under ``untrained/<setting>/``; given stems of arrangements point at
 the same ``target/`` files. The official initialisation zero-initialises the output convolutions, so the untrained
-UNet predicts eps = 0 at every step: the sampled latent is then the sampler's own noise, rescaled (arrangements
-still receive the re-noised given stems), decoded by the real codec. That is the honest "no training at all"
-reference (a random-weights network would be an arbitrary one).
+UNet outputs 0 at every step (eps = 0 for an eps-prediction model: the sampled latent is then the sampler's own
+noise, rescaled; v = 0 for a v-prediction model: x0 is estimated as the shrunk noisy input); arrangements still
+receive the re-noised given stems; the result is decoded by the real codec. That is the honest "no training at all"
+reference (a random-weights network would be an arbitrary one). `UntrainedUNet` returns those zeros without running
+the network (the same values, none of the cost).
 """
 from __future__ import annotations
 
 import json
 import re
 import tarfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,18 +53,12 @@ from mtmusicldm.audio import save_audio
 from mtmusicldm.config import AudioParams, SampleParams
 from mtmusicldm.data.shards import decode_sample, list_shards
 from mtmusicldm.diffusion.inpainting import arrangement_combinations
-from mtmusicldm.diffusion.samplers import SAMPLERS
-from mtmusicldm.diffusion.sampling import DEFAULT_ETA
-from mtmusicldm.generation import (
-    arrange,
-    derive_seed,
-    embed_mixture,
-    generate,
-    mix_stems,
-    postprocess,
-    segment_samples,
-)
+from mtmusicldm.diffusion.samplers import DEFAULT_ETA
+from mtmusicldm.generation import arrange, embed_mixture, generate, mix_stems, postprocess, segment_samples
+from mtmusicldm.ldm import MTMusicLDM, load_model
+from mtmusicldm.models.unet3d import UNet3D
 from mtmusicldm.utils.fs import atomic_dir, write_json
+from mtmusicldm.utils.rng import name_key, sequence_seed
 from pipeline._common import progress
 
 INDEX_FORMAT = "mtmusicldm-samples"
@@ -151,7 +146,7 @@ def _generate_batch(model: Any, setting: Setting, seeds: list[int], audio: torch
                    condition_on_given=setting.conditioning == "given_mix", **knobs)
 
 
-def untrained_model(model: Any, init_seed: int) -> Any:
+def untrained_model(model: MTMusicLDM, init_seed: int) -> MTMusicLDM:
     """The untrained counterpart of ``model``: the same UNet config freshly initialised, sharing codec and CLAP.
 
     Args:
@@ -161,15 +156,22 @@ def untrained_model(model: Any, init_seed: int) -> Any:
     Returns:
         An ``MTMusicLDM`` with the same config (schedule, scale factor, latent shape, conditioning) and device.
     """
-    from mtmusicldm.ldm import MTMusicLDM
-    from mtmusicldm.models.unet3d import UNet3D
-
     with torch.inference_mode(False), torch.random.fork_rng(devices=[]):  # normal tensors even inside inference
         torch.manual_seed(init_seed)
-        unet = UNet3D(model.unet.config).eval()
-    fresh = MTMusicLDM(unet.to(model.device), model.config, model.path)
-    fresh._codec, fresh._clap = model._codec, model._clap  # share the loaded codec / conditioner (not reloaded)
-    return fresh
+        unet = UntrainedUNet(model.unet.config).eval()
+    return model.with_unet(unet)
+
+
+class UntrainedUNet(UNet3D):
+    """A freshly initialised `UNet3D` that skips the computation whose result is known: the official init zeroes
+    `conv_out`, so the network's output is exactly zero whatever the input. With a nonzero `conv_out` (e.g. weights
+    loaded into it) it runs the network as usual."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conv_out.weight.any() or self.conv_out.bias.any():
+            return super().forward(x, t, film)
+        self._check_inputs(x, t, film)
+        return x.new_zeros((x.shape[0], self.config.out_stems, *x.shape[2:]))
 
 
 def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParams, model_dir: Path, shards: Path,
@@ -179,14 +181,8 @@ def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParam
     Returns:
         The index.json content.
     """
-    from mtmusicldm.ldm import MTMusicLDM
-
     sample.validate("sample")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = MTMusicLDM.from_pretrained(model_dir, device=device)
-    model.vae.to(device)
-    if isinstance(model.vocoder, torch.nn.Module):
-        model.vocoder.to(device)
+    model = load_model(model_dir)
     if tuple(model.stems) != tuple(stems):
         raise ValueError(f"{model_dir}: model stems {list(model.stems)} differ from params stems {list(stems)}")
     seg, sr = segment_samples(model), int(model.config["sample_rate"])
@@ -203,14 +199,14 @@ def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParam
     settings = settings_for(sample, stems, model.film_dim is not None)
     eta = sample.eta if sample.eta is not None else DEFAULT_ETA.get(sample.sampler)
     records: list[dict[str, Any]] = []
-    init_seed = derive_seed(seed, zlib.crc32(UNTRAINED_DIR.encode()))
+    init_seed = sequence_seed(seed, name_key(UNTRAINED_DIR))
     runs = [("trained", "")] + ([("untrained", f"{UNTRAINED_DIR}/")] if sample.untrained_reference else [])
     with atomic_dir(Path(out)) as tmp, torch.inference_mode():
         _write_targets(tmp, gt, items, stems, settings, sr, sample.subtype)
         for label, prefix in runs:
             net = model if label == "trained" else untrained_model(model, init_seed)
             for st in progress(settings, desc=f"sample settings ({label})", unit="setting"):
-                seeds = [derive_seed(seed, zlib.crc32(st.name.encode()), i) for i in range(len(items))]
+                seeds = [sequence_seed(seed, name_key(st.name), i) for i in range(len(items))]
                 for a in range(0, len(items), sample.batch_size):
                     rows = slice(a, a + sample.batch_size)
                     wav = _generate_batch(net, st, seeds[rows], gt[rows], sample)

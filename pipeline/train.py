@@ -3,13 +3,13 @@
 Runs as a plain process (`python -m pipeline.train`) or under `accelerate launch` (DDP; CPU: `--multi_gpu
 --num_processes N --num_machines 1 --mixed_precision no --dynamo_backend no`, which gives N real gloo processes).
 Killed runs resume from the newest checkpoint; raising `train.steps` continues training (see
-`mtmusicldm.training.loop`). At the end rank 0 writes the model directory atomically (docs/formats.md):
-config.json, unet.safetensors, unet_ema.safetensors, params.yaml, loss.csv, loss.png.
+`mtmusicldm.training.loop`). At the end rank 0 writes the self-contained model directory atomically
+(`MTMusicLDM.save_pretrained`, docs/formats.md): config.json, unet.safetensors, unet_ema.safetensors, codec/ (a copy
+of the codec the latents were encoded with), clap.safetensors (pretrained CLAP only), params.yaml, loss.csv, loss.png.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -20,16 +20,17 @@ import torch
 import yaml
 from accelerate import Accelerator
 
+from mtmusicldm.codec.codec_dir import load_codec
 from mtmusicldm.config import ConditioningParams, DiffusionParams, ModelParams, TrainParams, params_to_dict
 from mtmusicldm.data.latents import LatentsIndex, read_latents_index
-from mtmusicldm.ldm import make_model_config, save_model_dir
+from mtmusicldm.ldm import MTMusicLDM
+from mtmusicldm.model_config import RecommendedSampler, make_model_config
 from mtmusicldm.training.loop import TrainResult, train as train_loop, unet_config_from_params
 from pipeline._common import parse_and_load, stage_parser
 
-# The front-end the latents come from (fixed by AudioParams validation and codec.json `downsample: 4`):
-SAMPLE_RATE = 16000
-MEL_HOP = 160
-VAE_DOWNSAMPLE = 4
+RECOMMENDED_SAMPLER = RecommendedSampler("dpmpp_2m", 25)
+"""Written into every model trained here (the CLI and studio default): on the trained embedded model DPM-Solver++(2M)
+with 25 steps gave the offline FAD of DDIM-200 at a ninth of the time (README, `benchmarks/sampling_speed.py`)."""
 
 
 def make_accelerator(train: TrainParams) -> Accelerator:
@@ -59,12 +60,12 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def _codec_entry(index: LatentsIndex, out: Path) -> str | None:
-    """latents.json `codec_dir` (relative to the working directory) as a path relative to the model dir."""
+def _codec_dir(index: LatentsIndex) -> Path:
+    """The codec the latents were encoded with (latents.json `codec_dir`, relative to the working directory)."""
     if index.codec_dir is None:
-        return None
-    codec = Path(index.codec_dir)
-    return str(codec) if codec.is_absolute() else os.path.relpath(codec.absolute(), Path(out).absolute())
+        raise ValueError(f"{index.root}/latents.json records no codec_dir: re-run the encode stage (the model "
+                         "directory keeps a copy of the codec the latents come from)")
+    return Path(index.codec_dir)
 
 
 def plot_loss(loss_csv: Path, png: Path) -> None:
@@ -94,20 +95,22 @@ def plot_loss(loss_csv: Path, png: Path) -> None:
 def write_model_dir(out: Path, result: TrainResult, *, stems: Sequence[str], model: ModelParams,
                     diffusion: DiffusionParams, conditioning: ConditioningParams, index: LatentsIndex,
                     params_yaml: str) -> None:
-    """Write `models/ldm/` from a finished run (rank 0 only)."""
-    film_dim = conditioning.film_dim
+    """Write the self-contained `models/ldm/` from a finished run (rank 0 only)."""
+    film_dim, geometry = conditioning.film_dim, index.geometry
     config = make_model_config(
         stems=stems, unet=unet_config_from_params(model, len(stems), film_dim), timesteps=diffusion.timesteps,
-        beta_start=diffusion.beta_start, beta_end=diffusion.beta_end, scale_factor=index.scale_factor,
-        latent_shape=index.latent_shape, segment_samples=index.latent_shape[2] * VAE_DOWNSAMPLE * MEL_HOP,
-        sample_rate=SAMPLE_RATE, codec=_codec_entry(index, out),
-        conditioning=params_to_dict(conditioning) if film_dim is not None else None,
+        beta_start=diffusion.beta_start, beta_end=diffusion.beta_end, prediction=diffusion.prediction,
+        scale_factor=index.scale_factor,
+        latent_shape=index.latent_shape, segment_samples=geometry.segment_samples(index.latent_shape[2]),
+        sample_rate=geometry.sample_rate, conditioning=params_to_dict(conditioning) if film_dim is not None else None,
         uncond_clap=index.uncond_clap if film_dim is not None else None, trained_steps=result.step, source="train",
+        recommended_sampler=RECOMMENDED_SAMPLER, geometry=geometry,
     )
+    ldm = MTMusicLDM(result.ema, config, codec=load_codec(_codec_dir(index)))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "loss.png"
         plot_loss(result.loss_csv, png)
-        save_model_dir(out, result.unet, result.ema, config, extra_files={
+        ldm.save_pretrained(out, raw_unet=result.unet, extra_files={
             "params.yaml": params_yaml, "loss.csv": result.loss_csv, "loss.png": png})
 
 

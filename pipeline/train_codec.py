@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from mtmusicldm.audio.mel import HOP, LOG_FLOOR, log_mel
-from mtmusicldm.codec.codec_dir import Codec, codec_from_params, write_codec
+from mtmusicldm.codec.build import codec_from_params
+from mtmusicldm.codec.codec_dir import Codec, write_codec
 from mtmusicldm.codec.training import init_output_bias, log_spectral_distance, mel_l1, train_vae
 from mtmusicldm.config import AudioParams, CodecParams, params_to_dict
 from mtmusicldm.data.shards import iter_samples, list_shards

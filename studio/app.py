@@ -137,24 +137,10 @@ class JobBody(BaseModel):
     prompt: str | None = None
     use_reference: bool = False
     guidance: float | None = None
-    sampler: str = "ddim"
-    steps: int = 200
+    sampler: str | None = None  # None: the model's recommended sampler (and its steps when steps is None too)
+    steps: int | None = None
     seed: int = 0
     overlap: float = 0.5
-
-
-def load_model(model_dir: Path, device: str | None) -> Any:
-    """``MTMusicLDM.from_pretrained`` on ``device`` (default cuda if available) with its codec loaded eagerly."""
-    import torch
-
-    from mtmusicldm.ldm import MTMusicLDM
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MTMusicLDM.from_pretrained(model_dir, device=device)
-    model.vae.to(device)  # loads the codec now: a broken model directory fails at start, not at the first job
-    if isinstance(model.vocoder, torch.nn.Module):
-        model.vocoder.to(device)
-    return model
 
 
 def _pid_alive(pid_file: Path) -> bool:
@@ -196,11 +182,13 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
     from mtmusicldm.diffusion.samplers import SAMPLERS
     from mtmusicldm.diffusion.schedules import get_timesteps_ddim_uniform
     from mtmusicldm.generation import segment_samples
+    from mtmusicldm.generation.conditioning import CONDITIONED_GUIDANCE
+    from mtmusicldm.ldm import load_model
 
     model_dir = Path(model_dir)
     model = load_model(model_dir, device) if model is None else model
     stems, sr = tuple(model.stems), int(model.config["sample_rate"])
-    conditional = model.film_dim is not None
+    conditional, recommended = model.film_dim is not None, model.recommended_sampler
     limit, ttl_s = int(max_upload_mb * 1024 * 1024), session_ttl_hours * 3600.0
     root_parent = Path(work_root) if work_root is not None else Path(tempfile.gettempdir())
     root_parent.mkdir(parents=True, exist_ok=True)
@@ -251,8 +239,9 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
         return {"stems": list(stems), "sample_rate": sr, "segment_seconds": segment_samples(model) / sr,
                 "conditional": conditional, "samplers": sorted(SAMPLERS), "max_upload_mb": max_upload_mb,
                 "max_steps": MAX_STEPS, "max_seconds": MAX_SECONDS, "max_seed": MAX_SEED, "colours": STEM_COLOURS,
-                "model": model_dir.name, "defaults": {"sampler": "ddim", "steps": 200, "seed": 0, "overlap": 0.5,
-                                                      "guidance": 1.0, "guidance_conditioned": 2.0}}
+                "model": model_dir.name, "defaults": {"sampler": recommended.name, "steps": recommended.steps,
+                                                      "seed": 0, "overlap": 0.5, "guidance": 1.0,
+                                                      "guidance_conditioned": CONDITIONED_GUIDANCE}}
 
     @app.post("/api/sessions")
     def new_session() -> dict[str, str]:
@@ -316,12 +305,14 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
         _check(not missing, f"stem(s) {missing} are marked as given but were not uploaded")
         both = [s for s in given if s in generate]
         _check(not both, f"stem(s) {both} are both given and to be generated")
-        _check(body.sampler in SAMPLERS, f"unknown sampler {body.sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")
-        _check(1 <= body.steps <= MAX_STEPS, f"steps must be between 1 and {MAX_STEPS}, got {body.steps}")
+        sampler = recommended.name if body.sampler is None else body.sampler
+        steps = recommended.steps if body.steps is None else body.steps
+        _check(sampler in SAMPLERS, f"unknown sampler {sampler!r}; choose from {', '.join(sorted(SAMPLERS))}")
+        _check(1 <= steps <= MAX_STEPS, f"steps must be between 1 and {MAX_STEPS}, got {steps}")
         try:
-            get_timesteps_ddim_uniform(body.steps, model.schedule.num_timesteps)
+            get_timesteps_ddim_uniform(steps, model.schedule.num_timesteps)
         except ValueError:
-            raise HTTPException(400, f"steps={body.steps} does not fit the model's {model.schedule.num_timesteps}-"
+            raise HTTPException(400, f"steps={steps} does not fit the model's {model.schedule.num_timesteps}-"
                                      "step schedule on the official uniform grid; try 10, 20, 50, 100 or 200") from None
         _check(0 <= body.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}, got {body.seed}")
         _check(0.0 <= body.overlap <= 0.9, f"overlap must be between 0 and 0.9, got {body.overlap}")
@@ -332,7 +323,7 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
         _check(not (prompt and body.use_reference), "use either a text prompt or a reference clip, not both")
         _check(not body.use_reference or REFERENCE in session.uploads, "no reference clip was uploaded")
         cond = bool(prompt or body.use_reference)
-        guidance = (2.0 if cond else 1.0) if body.guidance is None else float(body.guidance)
+        guidance = (CONDITIONED_GUIDANCE if cond else 1.0) if body.guidance is None else float(body.guidance)
         _check(math.isfinite(guidance) and 0.0 <= guidance <= 20.0, "guidance must be between 0 and 20")
         if not conditional:
             _check(not cond, "this model is unconditional: it takes no text prompt or reference clip")
@@ -340,9 +331,10 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
         elif not cond and not given:
             _check(guidance == 1.0, "guidance != 1 needs a text prompt or a reference clip (nothing to guide to)")
         return GenerationRequest(
-            generate=tuple(generate), given={s: session.uploads[s].path for s in given}, seconds=body.seconds,
-            prompt=prompt, reference=session.uploads[REFERENCE].path if body.use_reference else None,
-            guidance=guidance, sampler=body.sampler, steps=body.steps, seed=body.seed, overlap=body.overlap)
+            generate=tuple(generate), given={s: session.uploads[s].path for s in given}, sampler=sampler,
+            steps=steps, seconds=body.seconds, prompt=prompt,
+            reference=session.uploads[REFERENCE].path if body.use_reference else None, guidance=guidance,
+            seed=body.seed, overlap=body.overlap)
 
     @app.post("/api/sessions/{sid}/jobs")
     def submit(sid: str, body: JobBody) -> dict[str, Any]:

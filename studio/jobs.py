@@ -217,6 +217,7 @@ class GenerationRequest:
     Attributes:
         generate: stems to generate; stems neither given nor generated are silent.
         given: ``{stem: npy path}``; given stems of different lengths are padded with silence to the longest.
+        sampler, steps: the sampler (resolved from the model's recommendation when the request names none).
         seconds: length of a total generation (nothing given; None = one model segment).
         prompt / reference: conditioning of a conditional model (text, or the ``.npy`` of a reference clip).
         guidance: classifier-free guidance scale.
@@ -224,12 +225,12 @@ class GenerationRequest:
 
     generate: tuple[str, ...]
     given: dict[str, Path]
+    sampler: str
+    steps: int
     seconds: float | None = None
     prompt: str | None = None
     reference: Path | None = None
     guidance: float = 1.0
-    sampler: str = "ddim"
-    steps: int = 200
     seed: int = 0
     overlap: float = 0.5
 
@@ -258,21 +259,11 @@ def unet_monitor(unet: torch.nn.Module, job: Job, steps: int, windows: int) -> I
         handle.remove()
 
 
-def _conditioning(model: Any, request: GenerationRequest) -> torch.Tensor | None:
-    """The CLAP embedding ``[D]`` of the prompt or reference, or None."""
-    if request.prompt:
-        return model.clap.embed_text([request.prompt])[0]
-    if request.reference is not None:
-        wav = torch.from_numpy(np.load(request.reference))[None]
-        return model.clap.embed_audio_long(wav)[0]
-    return None
-
-
 def run_generation(model: Any, request: GenerationRequest, out_dir: Path, job: Job) -> dict[str, Any]:
     """Run one generation for ``job`` and write its files into ``out_dir``; returns the result summary."""
     from mtmusicldm.diffusion.schedules import get_timesteps_ddim_uniform
     from mtmusicldm.generation import arrange, generate, segment_samples, write_stems
-    from mtmusicldm.longform import plan_windows
+    from mtmusicldm.generation import plan_windows
 
     stems, sr, seg = tuple(model.stems), int(model.config["sample_rate"]), segment_samples(model)
     job.report("loading the given stems", 0.01)
@@ -284,7 +275,8 @@ def run_generation(model: Any, request: GenerationRequest, out_dir: Path, job: J
         audio[stems.index(name), :wav.shape[-1]] = torch.from_numpy(wav)
     known = torch.tensor([s not in request.generate for s in stems])  # given, or silent
     job.report("conditioning", 0.03)
-    film = _conditioning(model, request)
+    film = model.embed_condition(prompt=request.prompt,
+                                 reference=None if request.reference is None else np.load(request.reference))
     windows = plan_windows(n, model.latent_shape[2], request.overlap).n_windows if n > seg else 1
     calls = len(get_timesteps_ddim_uniform(request.steps, model.schedule.num_timesteps))  # UNet calls per window
     common = {"seed": request.seed, "sampler": request.sampler, "steps": request.steps,

@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from mtmusicldm.geometry import SAMPLE_RATE
 from mtmusicldm.utils.fs import atomic_file
 
 __all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio", "resample", "save_audio"]
@@ -185,7 +186,7 @@ def _alignment_step(sr_in: int, sr_out: int) -> int:
     return sr_in // math.gcd(sr_in, sr_out)
 
 
-def load_audio(path: str | Path, sample_rate: int | None = 16000, *, mono: bool = True,
+def load_audio(path: str | Path, sample_rate: int | None = SAMPLE_RATE, *, mono: bool = True,
                offset_s: float = 0.0, duration_s: float | None = None) -> np.ndarray:
     """Load (a window of) an audio file as float32, optionally mixed down and resampled.
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtmusicldm.geometry import HOP, SAMPLE_RATE
+
 __all__ = ["LOG_FLOOR", "MelFrontend", "fit_frames", "frames_for_samples", "log_mel", "mel_basis"]
 
-SAMPLE_RATE = 16000
 N_FFT = 1024
-HOP = 160
 N_MELS = 64
 FMIN = 0.0
 FMAX = 8000.0

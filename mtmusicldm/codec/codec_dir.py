@@ -4,9 +4,8 @@
   audio `[B, S, n]` -> log-mel `[B, S, T, 64]` -> latents `[B, S, C, T/4, 16]` -> log-mel -> audio.
 * `save_codec` / `load_codec` write and read a codec directory: `codec.json`, `vae/` (diffusers
   `save_pretrained`), `vocoder/` (transformers `save_pretrained`, HiFi-GAN only), optional `report.json`.
-* `codec_from_params` builds a codec from the `codec` params section: a freshly initialised small VAE
-  (`trained`), a diffusers directory or hub id (`diffusers`), or MusicLDM's original Lightning checkpoints
-  (`official`: `vae-ckpt.ckpt`, `hifigan-ckpt.ckpt`, Zenodo record 10643148).
+
+`mtmusicldm.codec.build.codec_from_params` builds a codec from the `codec` params section.
 
 No method here switches grad mode: callers choose `torch.inference_mode()` (stages) or keep gradients (guidance).
 """
@@ -14,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +22,10 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
-from mtmusicldm.audio.mel import FMAX, FMIN, HOP, N_FFT, N_MELS, SAMPLE_RATE, log_mel
+from mtmusicldm.audio.mel import FMAX, FMIN, N_FFT, N_MELS, log_mel
 from mtmusicldm.codec.latents import decode_stems, posterior_stems
 from mtmusicldm.codec.pca import PatchPCAAutoencoder
-from mtmusicldm.codec.vae import MUSICLDM_HUB_ID, build_vae, load_vae_pretrained
+from mtmusicldm.codec.vae import load_vae_pretrained
 from mtmusicldm.codec.vocoder import (
     GriffinLimVocoder,
     HifiGanVocoder,
@@ -37,38 +33,17 @@ from mtmusicldm.codec.vocoder import (
     load_vocoder_pretrained,
     vocode_stems,
 )
-from mtmusicldm.config import CodecParams
+from mtmusicldm.geometry import HOP, LATENT_DOWNSAMPLE, SAMPLE_RATE, FrameGeometry
 from mtmusicldm.utils.fs import atomic_dir, sha256_file, write_json
 
 CODEC_FORMAT = "mtmusicldm-codec"
 CODEC_VERSION = 1
-DOWNSAMPLE = 4
-"""Mel frames and mel bins per latent cell (3 VAE levels): `[T, 64] -> [T/4, 16]`."""
 
 MEL_SPEC: dict[str, Any] = {
     "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "win_length": N_FFT, "hop": HOP, "n_mels": N_MELS,
     "fmin": FMIN, "fmax": FMAX, "scale": "slaney", "log": "ln(max(mel, 1e-5))", "frames": "samples // hop",
 }  # fmt: skip
 """The log-mel front-end the codec was trained on (`mtmusicldm.audio.mel`), recorded in codec.json."""
-
-MUSICLDM_DDCONFIG: dict[str, Any] = {
-    "double_z": True, "z_channels": 8, "resolution": 256, "in_channels": 1, "out_ch": 1, "ch": 128,
-    "ch_mult": [1, 2, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
-}  # fmt: skip
-"""MusicLDM's VAE `ddconfig` (official spec §3); `embed_dim` = 8."""
-
-MUSICLDM_HIFIGAN_CONFIG: dict[str, Any] = {
-    "resblock": "1", "upsample_rates": [5, 4, 2, 2, 2], "upsample_kernel_sizes": [16, 16, 8, 4, 4],
-    "upsample_initial_channel": 1024, "resblock_kernel_sizes": [3, 7, 11],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "num_mels": 64, "sampling_rate": 16000,
-}  # fmt: skip
-"""Architecture keys of MusicLDM's `src/hifigan/config_16k_64.json` (spec §3, manifests/hifigan.json)."""
-
-WEIGHTS_HINT = (
-    "Get MusicLDM's weights from Zenodo record 10643148 (https://zenodo.org/records/10643148: vae-ckpt.ckpt, "
-    f"hifigan-ckpt.ckpt, clap-ckpt.pt) or the diffusers repository `{MUSICLDM_HUB_ID}` "
-    f"(`huggingface-cli download {MUSICLDM_HUB_ID}`), and point codec.path / codec.vocoder_path at them."
-)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,9 +66,14 @@ class Codec:
     vae: AutoencoderKL
     vocoder: Vocoder
     latent_channels: int
-    downsample: int = DOWNSAMPLE
+    downsample: int = LATENT_DOWNSAMPLE
     sample_rate: int = SAMPLE_RATE
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def geometry(self) -> FrameGeometry:
+        """The frame geometry of this codec's latents."""
+        return FrameGeometry(sample_rate=self.sample_rate, hop=HOP, downsample=self.downsample)
 
     def latent_shape(self, n_samples: int, n_stems: int) -> tuple[int, int, int, int]:
         """`[S, C, T', F']` of one segment of `n_samples` audio samples."""
@@ -212,7 +192,7 @@ def write_codec(directory: Path, vae: AutoencoderKL, vocoder: Vocoder, *, kind: 
         vocoder.model.save_pretrained(directory / "vocoder", safe_serialization=True)
     meta = {
         "format": CODEC_FORMAT, "version": CODEC_VERSION, "kind": kind,
-        "latent_channels": int(vae.config.latent_channels), "downsample": DOWNSAMPLE, "mel": dict(MEL_SPEC),
+        "latent_channels": int(vae.config.latent_channels), "downsample": LATENT_DOWNSAMPLE, "mel": dict(MEL_SPEC),
         "vocoder": spec, "source": dict(source or {}),
     }  # fmt: skip
     if report is not None:
@@ -317,99 +297,3 @@ def codec_sha256(path: Path) -> str:
         h.update(f"{f.relative_to(path)}:{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Building from params
-
-
-def read_official_checkpoint(path: Path, what: str) -> Any:
-    """`torch.load` an official Lightning/HiFi-GAN checkpoint on the CPU.
-
-    Tries the safe `weights_only=True` unpickler first; Lightning checkpoints often hold other Python objects
-    (hyper-parameters, callbacks), and then the file is loaded with `weights_only=False` after a warning: only
-    do this for trusted files (the Zenodo originals).
-
-    Raises:
-        FileNotFoundError: no file at `path` (the message says where to get the weights).
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: checkpoint {str(path)!r} not found. {WEIGHTS_HINT}")
-    mmap = zipfile.is_zipfile(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        warnings.warn(f"{what}: {path} holds non-tensor Python objects ({str(err).splitlines()[0]}); loading it "
-                      "with weights_only=False. Only do this for trusted files (MusicLDM's Zenodo checkpoints).",
-                      stacklevel=2)
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-
-
-def _pretrained_subfolder(path_or_id: str, subfolder: str) -> str | None:
-    """`subfolder` unless `path_or_id` is a local directory that holds config.json itself."""
-    local = Path(path_or_id).expanduser()
-    return None if (local / "config.json").is_file() else subfolder
-
-
-def _load_vae(codec: CodecParams, seed: int) -> AutoencoderKL:
-    if codec.kind == "pca":  # fitted by the train_codec stage
-        return PatchPCAAutoencoder(latent_channels=codec.latent_channels, whiten=codec.whiten)
-    if codec.kind == "trained":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_vae(ch=codec.channels, ch_mult=tuple(codec.channel_mult),
-                             num_res_blocks=codec.num_res_blocks, z_channels=codec.latent_channels)
-    assert codec.path is not None  # CodecParams.validate
-    if codec.kind == "diffusers":
-        return load_vae_pretrained(codec.path, subfolder=_pretrained_subfolder(codec.path, "vae"))
-    from mtmusicldm.official import load_vae
-
-    checkpoint = read_official_checkpoint(Path(codec.path), "MusicLDM VAE (codec.path)")
-    return load_vae(checkpoint, MUSICLDM_DDCONFIG, MUSICLDM_DDCONFIG["z_channels"])
-
-
-def _load_hifigan(codec: CodecParams) -> HifiGanVocoder:
-    source = codec.vocoder_path if codec.vocoder_path is not None else codec.path
-    if source is None:  # CodecParams.validate: vocoder_path is required unless kind is diffusers
-        raise ValueError("codec.vocoder_path: required for the hifigan vocoder")
-    local = Path(source).expanduser()
-    if local.is_file() or local.suffix in (".ckpt", ".pt", ".pth"):
-        from mtmusicldm.official import load_hifigan
-
-        checkpoint = read_official_checkpoint(local, "MusicLDM HiFi-GAN (codec.vocoder_path)")
-        return HifiGanVocoder(load_hifigan(checkpoint, MUSICLDM_HIFIGAN_CONFIG))
-    return HifiGanVocoder(load_vocoder_pretrained(source, subfolder=_pretrained_subfolder(source, "vocoder")))
-
-
-def codec_from_params(codec: CodecParams, *, seed: int = 0) -> Codec:
-    """Build the codec described by the `codec` params section (eval mode, CPU).
-
-    Args:
-        codec: params; `kind` picks the VAE source (`pca`: an unfitted patch-PCA codec of `latent_channels`
-            components, fitted by the train_codec stage; `trained`: a new VAE from channels/channel_mult/num_res_blocks/
-            latent_channels, initialised from `seed`; `diffusers`: `path` is a diffusers dir or hub id with `vae/`;
-            `official`: `path` is MusicLDM's `vae-ckpt.ckpt`), `vocoder` the vocoder (`griffin_lim` with
-            `griffin_lim_iters`, or `hifigan` from `vocoder_path`: an official `hifigan-ckpt.ckpt`, a transformers
-            dir or hub id; for `diffusers` by default the `vocoder/` subfolder of `path`).
-        seed: weight-initialisation seed of a `trained` VAE.
-
-    Returns:
-        The codec (info holds the codec.json fields it would be saved with, minus `format`/`version`).
-
-    Raises:
-        FileNotFoundError: pretrained weights not found (the message says where to get them).
-        ValueError: `codec.latent_channels` disagrees with the pretrained VAE.
-    """
-    vae = _load_vae(codec, seed)
-    if int(vae.config.latent_channels) != codec.latent_channels:
-        raise ValueError(f"codec.latent_channels={codec.latent_channels} but the {codec.kind} VAE from "
-                         f"{codec.path!r} has {vae.config.latent_channels} latent channels")
-    vocoder: Vocoder
-    if codec.vocoder == "griffin_lim":
-        vocoder = GriffinLimVocoder(n_iter=codec.griffin_lim_iters, seed=0)
-    else:
-        vocoder = _load_hifigan(codec)
-    info = {"kind": codec.kind, "latent_channels": codec.latent_channels, "downsample": DOWNSAMPLE,
-            "mel": dict(MEL_SPEC), "vocoder": vocoder_spec(vocoder),
-            "source": {"path": codec.path, "vocoder_path": codec.vocoder_path}}
-    return Codec(vae=vae.eval(), vocoder=vocoder, latent_channels=codec.latent_channels, info=info)

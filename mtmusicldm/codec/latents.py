@@ -2,8 +2,9 @@
 
 Each stem is its own 1-channel log-mel image. Stems are flattened stem-major, row = b*S + s, exactly as the
 official `adapt_fbank_for_VAE_encoder` / `adapt_latent_for_LDM`, so a batch of B items with S stems is one VAE
-batch of B*S images. Latents are scaled by `LatentScale.scale` (official `scale_factor` = 1 / std of the
-unscaled latents): `z_ldm = z_vae * scale` on the way in, `z_vae = z_ldm / scale` on the way out.
+batch of B*S images. The functions here work in VAE units; `LatentScale` (official `scale_factor` = 1 / std of the
+unscaled latents) is the one place the scale is applied: `z_ldm = z_vae * scale` on the way in (training, encoding
+given stems), `z_vae = z_ldm / scale` on the way out (decoding).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def _unflatten(x: Tensor, batch: int) -> Tensor:
 
 
 def encode_stems(vae: AutoencoderKL, mel: Tensor, *, sample: bool, generator: torch.Generator | None = None,
-                 scale: float = 1.0, chunk_size: int | None = None) -> Tensor:
+                 chunk_size: int | None = None) -> Tensor:
     """Encode every stem independently and stack the latents.
 
     Args:
@@ -83,25 +84,22 @@ def encode_stems(vae: AutoencoderKL, mel: Tensor, *, sample: bool, generator: to
         mel: [B, S, T, F] stacked log-mels.
         sample: draw `mean + std * eps` (official training/eval) if True, else return the posterior mean.
         generator: RNG for eps; noise is drawn once for all B*S rows, in row order b*S + s.
-        scale: latent scale (`LatentScale.scale`), applied as `z * scale`.
         chunk_size: run the encoder on at most this many stem images at a time (memory); no effect on values.
 
     Returns:
-        z: [B, S, C, T/4, F/4] scaled latents.
+        z: [B, S, C, T/4, F/4] unscaled latents.
     """
     posterior = _posterior_stems(vae, mel, chunk_size)
     z = posterior.sample(generator) if sample else posterior.mean
-    return _unflatten(z, mel.shape[0]) * scale
+    return _unflatten(z, mel.shape[0])
 
 
-def posterior_stems(vae: AutoencoderKL, mel: Tensor, *, scale: float = 1.0,
-                    chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+def posterior_stems(vae: AutoencoderKL, mel: Tensor, *, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Per-stem posterior parameters, for pre-encoding datasets and re-sampling later.
 
     Args:
         vae: the diffusers VAE.
         mel: [B, S, T, F] stacked log-mels.
-        scale: latent scale; both outputs are multiplied by it (the law of `z * scale`).
         chunk_size: see `encode_stems`.
 
     Returns:
@@ -109,16 +107,15 @@ def posterior_stems(vae: AutoencoderKL, mel: Tensor, *, scale: float = 1.0,
     """
     posterior = _posterior_stems(vae, mel, chunk_size)
     batch = mel.shape[0]
-    return _unflatten(posterior.mean, batch) * scale, _unflatten(posterior.std, batch) * scale
+    return _unflatten(posterior.mean, batch), _unflatten(posterior.std, batch)
 
 
-def decode_stems(vae: AutoencoderKL, z: Tensor, *, scale: float = 1.0, chunk_size: int | None = None) -> Tensor:
+def decode_stems(vae: AutoencoderKL, z: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Decode stacked latents stem by stem.
 
     Args:
         vae: the diffusers VAE.
-        z: [B, S, C, T', F'] scaled latents.
-        scale: latent scale; the decoder sees `z / scale`.
+        z: [B, S, C, T', F'] unscaled latents.
         chunk_size: run the decoder on at most this many stem latents at a time.
 
     Returns:
@@ -126,7 +123,7 @@ def decode_stems(vae: AutoencoderKL, z: Tensor, *, scale: float = 1.0, chunk_siz
     """
     if z.ndim != 5:
         raise ValueError(f"z must be [B, S, C, T, F], got shape {tuple(z.shape)}")
-    flat = rearrange(z / scale, "b s c t f -> (b s) c t f")
+    flat = rearrange(z, "b s c t f -> (b s) c t f")
     chunks = flat.split(chunk_size) if chunk_size else (flat,)
     mel = torch.cat([decode(vae, c) for c in chunks])  # [(B S), 1, T, F]
     return rearrange(mel, "(b s) 1 t f -> b s t f", b=z.shape[0])

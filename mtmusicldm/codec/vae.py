@@ -35,6 +35,12 @@ LOGVAR_MAX: float = 20.0
 
 MUSICLDM_HUB_ID: str = "ucsd-reach/musicldm"
 """Hugging Face repository holding the MusicLDM VAE (`vae/`) and HiFi-GAN (`vocoder/`) in diffusers format."""
+WEIGHTS_HINT = (
+    "Get MusicLDM's weights from Zenodo record 10643148 (https://zenodo.org/records/10643148: vae-ckpt.ckpt, "
+    f"hifigan-ckpt.ckpt, clap-ckpt.pt) or the diffusers repository `{MUSICLDM_HUB_ID}` "
+    f"(`huggingface-cli download {MUSICLDM_HUB_ID}`), and point codec.path / codec.vocoder_path at them."
+)
+"""Where MusicLDM's component weights come from (in codec and CLAP errors)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 

@@ -36,6 +36,7 @@ from mtmusicldm.conditioning.text import (
     load_roberta_tokenizer,
     tokenize,
 )
+from mtmusicldm.geometry import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from transformers import RobertaConfig
@@ -203,7 +204,7 @@ class ClapConditioner:
         tokenizer: Any | None = None,
         text_model_dir: Path | None = None,
         online: bool = False,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         max_batch: int = 16,
     ) -> None:
         if getattr(model, "text_branch_type", None) != "roberta":
@@ -236,7 +237,7 @@ class ClapConditioner:
         tokenizer: Any | None = None,
         device: str | torch.device = "cpu",
         online: bool = False,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
     ) -> ClapConditioner:
         """Build the model (`build_clap_model`), load `state_dict` strictly if given, move it to `device`.
 
@@ -265,7 +266,7 @@ class ClapConditioner:
         tokenizer: Any | None = None,
         device: str | torch.device = "cpu",
         online: bool = False,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
     ) -> ClapConditioner:
         """Conditioner from CLAP tensors: a clap-ckpt.pt dict, an MT-MusicLDM state dict or a bare CLAP state dict."""
         return cls.build(
@@ -284,7 +285,7 @@ class ClapConditioner:
         tokenizer: Any | None = None,
         device: str | torch.device = "cpu",
         online: bool = False,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         weights_only: bool = True,
     ) -> ClapConditioner:
         """Load MusicLDM's `clap-ckpt.pt` (music_audioset_epoch_15_esc_90.14.pt) or an MT-MusicLDM checkpoint file.

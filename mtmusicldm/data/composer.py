@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mtmusicldm.data.gm import EXTRA_FAMILIES, FAMILIES
+from mtmusicldm.utils.rng import numpy_rng
 
 __all__ = ["CORE_CLASSES", "CRASH", "HAT", "KICK", "Note", "OPEN_HAT", "SNARE", "SongPlan", "StemSlot", "TOM",
            "band_rng", "compose_part", "hz", "plan_song", "stem_layout"]
@@ -88,7 +89,7 @@ class SongPlan:
 
 def band_rng(seed: int, index: int, *stream: int) -> np.random.Generator:
     """The generator of one random stream of track `index`: streams never share draws."""
-    return np.random.default_rng(np.random.SeedSequence([seed, index, *stream]))
+    return numpy_rng(seed, index, *stream)
 
 
 def hz(pitch: float) -> float:

@@ -33,7 +33,9 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mtmusicldm.data.shards import ShardWriter, list_shards
+from mtmusicldm.geometry import GEOMETRY, FrameGeometry
 from mtmusicldm.utils.fs import write_json
+from mtmusicldm.utils.rng import hash_seed
 
 LATENTS_FORMAT = "mtmusicldm-latents"
 LATENTS_VERSION = 1
@@ -155,6 +157,7 @@ class LatentsIndex:
         uncond_clap: CLAP embedding of "" [512] (the CFG token), or None.
         splits: per split `{samples, shards}`.
         codec_dir: path of the codec dir the latents were encoded with (optional key), or None.
+        geometry: the frame geometry of the latents (optional key: files without it read as `GEOMETRY`).
     """
 
     root: Path
@@ -168,6 +171,7 @@ class LatentsIndex:
     codec_sha256: str
     splits: dict[str, dict[str, Any]]
     codec_dir: str | None = None
+    geometry: FrameGeometry = GEOMETRY
 
     def shard_paths(self, split: str) -> list[Path]:
         """The split's shard files, in order."""
@@ -220,6 +224,7 @@ def read_latents_index(root: Path) -> LatentsIndex:
         uncond_clap=None if uncond is None else tuple(float(v) for v in uncond),
         codec_sha256=str(raw["codec_sha256"]), splits=dict(raw["splits"]),
         codec_dir=raw["codec_dir"] if "codec_dir" in raw else None,  # optional key
+        geometry=FrameGeometry.from_dict(raw["geometry"] if "geometry" in raw else None, f"{path}: geometry"),
     )
 
 
@@ -230,7 +235,7 @@ def index_to_json(index: LatentsIndex) -> dict[str, Any]:
         "latent_shape": list(index.latent_shape), "scale_factor": index.scale_factor,
         "scale_segments": index.scale_segments, "posterior": index.posterior, "clap": index.clap,
         "uncond_clap": None if index.uncond_clap is None else list(index.uncond_clap),
-        "codec_sha256": index.codec_sha256, "splits": index.splits,
+        "codec_sha256": index.codec_sha256, "splits": index.splits, "geometry": index.geometry.to_dict(),
     }
     if index.codec_dir is not None:
         out["codec_dir"] = index.codec_dir
@@ -265,12 +270,6 @@ def check_latents(index: LatentsIndex, *, stems: Sequence[str], film_dim: int | 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training stream
-
-
-def _seed(*parts: Any) -> int:
-    """A 63-bit seed derived from `parts` (stable across processes and Python versions)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _is_train_entry(name: str) -> bool:
@@ -322,14 +321,14 @@ class LatentStream(IterableDataset):
     def _epoch(self, epoch: int, slot: int, slots: int) -> Iterator[dict[str, Any]]:
         """Raw samples of one epoch for one slot, shuffled."""
         order = list(self.shards)
-        random.Random(_seed(self.seed, "shards", epoch)).shuffle(order)
+        random.Random(hash_seed(self.seed, "shards", epoch)).shuffle(order)
         by_shard = len(order) >= slots
         mine = order[slot::slots] if by_shard else order
         read = wds.tarfile_to_samples(select_files=_is_train_entry)  # a pipeline stage: stage(urls) -> samples
         raw: Iterable[dict[str, Any]] = read(iter([{"url": u} for u in mine]))
         if not by_shard:
             raw = (s for i, s in enumerate(raw) if i % slots == slot)
-        rng = random.Random(_seed(self.seed, "buffer", epoch, slot))
+        rng = random.Random(hash_seed(self.seed, "buffer", epoch, slot))
         yield from wds.shuffle(bufsize=SHUFFLE_BUFFER, initial=SHUFFLE_INITIAL, rng=rng)(iter(raw))
 
     def _decode(self, raw: dict[str, Any]) -> LatentSample:
@@ -393,4 +392,4 @@ def make_latent_loader(shards: Sequence[Path], *, batch_size: int, seed: int, ra
                       expected_shape=expected_shape)
     # an explicit generator: worker base seeds must not consume the global torch RNG
     return DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_identity, persistent_workers=False,
-                      in_order=True, generator=torch.Generator().manual_seed(_seed(seed, "loader", rank)))
+                      in_order=True, generator=torch.Generator().manual_seed(hash_seed(seed, "loader", rank)))

@@ -8,10 +8,11 @@ fixed, reproducible set of shifted views rather than a fresh draw per epoch (the
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from mtmusicldm.utils.rng import name_key, numpy_rng
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class SegmentSpec:
 
 def track_seed(seed: int, track_id: str, *extra: int) -> np.random.Generator:
     """A generator that depends only on (seed, track id, extra...): independent of processing order."""
-    return np.random.default_rng([seed, zlib.crc32(track_id.encode("utf-8")), *extra])
+    return numpy_rng(seed, name_key(track_id), *extra)
 
 
 def segment_offsets(n_samples: int, segment: int, *, train: bool, views: int, max_shift: int, seed: int,

@@ -29,12 +29,12 @@ import yaml
 from mtmusicldm import STEMS
 from mtmusicldm.audio.io import AudioError, audio_info, load_audio
 from mtmusicldm.data.gm import CLASS_PROGRAMS
+from mtmusicldm.geometry import SAMPLE_RATE
 
 __all__ = ["TrackSource", "SkippedTrack", "LoadedTrack", "TrackError", "SCANNERS", "classify_stem",
            "scan_slakh_redux", "scan_msdm", "scan_babyslakh", "scan_source", "load_track", "babyslakh_split"]
 
 MissingStemPolicy = Literal["drop", "silent"]
-SourceKind = Literal["synthetic", "slakh", "msdm", "babyslakh"]
 _TRACK_RE = re.compile(r"^Track\d+$")
 _AUDIO_SUFFIXES = (".flac", ".wav")
 _LENGTH_NOTE_S = 0.1  # stems whose lengths differ by more than this are noted
@@ -264,7 +264,8 @@ def scan_babyslakh(root: Path, *, splits: Sequence[str] = ("train", "validation"
 
 SCANNERS: dict[str, Callable[..., tuple[list[TrackSource], list[SkippedTrack]]]] = {
     "synthetic": scan_slakh_redux, "slakh": scan_slakh_redux, "msdm": scan_msdm, "babyslakh": scan_babyslakh}
-"""Scanner per source kind (`synthetic` is written in the Slakh redux layout)."""
+"""Scanner per source kind (`synthetic` is written in the Slakh redux layout): the one list of corpus sources."""
+SourceKind = Literal[tuple(SCANNERS)]  # type: ignore[valid-type]  # the `data.source` values, from the registry
 
 
 def scan_source(kind: SourceKind, root: Path, **kwargs: Any) -> tuple[list[TrackSource], list[SkippedTrack]]:
@@ -296,7 +297,7 @@ def _length_note(lengths: Mapping[str, int], sample_rate: int, what: str) -> str
     return f"{what} lengths differ ({parts}); zero-padded to {max(lengths.values()) / sample_rate:.2f} s"
 
 
-def load_track(src: TrackSource, sample_rate: int = 16000, *, silence_db: float = -60.0) -> LoadedTrack:
+def load_track(src: TrackSource, sample_rate: int = SAMPLE_RATE, *, silence_db: float = -60.0) -> LoadedTrack:
     """Decode a track's stems: mono mixdown, resampling, summing per class, padding to a common length.
 
     Args:

@@ -24,6 +24,8 @@ from mtmusicldm.diffusion.denoiser import Denoiser, ve_to_vp, vp_to_ve
 from mtmusicldm.diffusion.noise import Generators, NoiseSampler, default_noise_sampler
 
 __all__ = [
+    "DEFAULT_ETA",
+    "OFFICIAL_FINAL_SIGMA",
     "SAMPLERS",
     "STOCHASTIC_SAMPLERS",
     "Callback",
@@ -214,13 +216,25 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence
     return x
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Registry: the one list of samplers. `sample.sampler` in params.yaml, the CLI's --sampler, the studio and a
+# model's recommended sampler are all checked against it; tests/mtmusicldm/diffusion/test_samplers.py runs the
+# shared checks on every entry. A new sampler is a function above plus its entries here.
+
 SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_ddim,
     "euler": sample_euler,
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
 }
-"""Sampler registry keyed by the ``sampling.sampler`` config value."""
+"""Sampler registry keyed by the ``sample.sampler`` config value."""
 
-STOCHASTIC_SAMPLERS: frozenset[str] = frozenset({"ddim", "dpmpp_2m_sde"})
+DEFAULT_ETA: dict[str, float] = {"ddim": 1.0, "dpmpp_2m_sde": 1.0}
+"""Default ``eta`` of every stochastic sampler (1.0 for DDIM is the official default, spec 7); samplers not listed
+are deterministic and take no ``eta``."""
+
+STOCHASTIC_SAMPLERS: frozenset[str] = frozenset(DEFAULT_ETA)
 """Samplers that take an ``eta`` knob (and need noise when ``eta > 0``)."""
+
+OFFICIAL_FINAL_SIGMA: frozenset[str] = frozenset({"ddim"})
+"""Samplers whose grid ends at ``sigma[0]`` (``abar[0]``) like the official DDIM; the others end at 0."""

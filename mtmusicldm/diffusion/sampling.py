@@ -15,14 +15,15 @@ from mtmusicldm.diffusion.denoiser import Denoiser, EpsDenoiser, EpsModel, ve_to
 from mtmusicldm.diffusion.guidance import cfg
 from mtmusicldm.diffusion.inpainting import NoiseMode, inpaint, init_known, replace_known
 from mtmusicldm.diffusion.noise import Generators
-from mtmusicldm.diffusion.samplers import SAMPLERS, STOCHASTIC_SAMPLERS, Callback, SamplerStep
+from mtmusicldm.diffusion.samplers import (
+    DEFAULT_ETA,
+    OFFICIAL_FINAL_SIGMA,
+    SAMPLERS,
+    STOCHASTIC_SAMPLERS,
+    Callback,
+    SamplerStep,
+)
 from mtmusicldm.diffusion.schedules import DiffusionSchedule, get_sigmas_ddim
-
-DEFAULT_ETA: dict[str, float] = {"ddim": 1.0, "dpmpp_2m_sde": 1.0}
-"""Default ``eta`` per stochastic sampler (1.0 for DDIM is the official default, spec 7)."""
-
-OFFICIAL_FINAL_SIGMA: frozenset[str] = frozenset({"ddim"})
-"""Samplers whose grid ends at ``sigma[0]`` (``abar[0]``) like the official DDIM; the others end at 0."""
 
 
 def _progress(callback: Callback | None, total: int) -> tuple[Callback | None, Callable[[], None]]:

@@ -1,10 +1,10 @@
 """Convert official checkpoints into this project's formats (docs/formats.md).
 
 * `import_official`: an MT-MusicLDM Lightning checkpoint (Zenodo record 13947715, unconditional or CLAP) -> a model
-  directory loadable by `MTMusicLDM.from_pretrained`: `config.json`, `unet.safetensors` (raw
-  `model.diffusion_model.*`), `unet_ema.safetensors` (`model_ema.*`, or the raw weights with `ema=False`),
-  `codec/` (VAE + HiFi-GAN from `first_stage_model.*`, referenced relatively), `clap.pt` (bare CLAP state dict from
-  `cond_stage_model.model.*`, conditional model only) and `import.json` (provenance and checks).
+  directory written by `MTMusicLDM.save_pretrained`: `config.json` (recommending the official DDIM-200 sampler),
+  `unet.safetensors` (raw `model.diffusion_model.*`), `unet_ema.safetensors` (`model_ema.*`, or the raw weights
+  with `ema=False`), `codec/` (VAE + HiFi-GAN from `first_stage_model.*`), `clap.safetensors` (bare CLAP state
+  dict from `cond_stage_model.model.*`, conditional model only) and `import.json` (provenance and checks).
 * `import_codec`: MusicLDM's component checkpoints (Zenodo record 10643148: `vae-ckpt.ckpt`, `hifigan-ckpt.ckpt`)
   -> a codec directory.
 
@@ -30,27 +30,28 @@ from torch import Tensor
 from transformers import SpeechT5HifiGan
 
 from mtmusicldm import STEMS
-from mtmusicldm.audio.mel import HOP, N_MELS, SAMPLE_RATE
-from mtmusicldm.codec.codec_dir import DOWNSAMPLE, MUSICLDM_HIFIGAN_CONFIG, save_codec, write_codec
+from mtmusicldm.audio.mel import N_MELS
+from mtmusicldm.codec.codec_dir import Codec, save_codec
 from mtmusicldm.codec.vae import vae_config
 from mtmusicldm.codec.vocoder import HifiGanVocoder
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
+from mtmusicldm.geometry import HOP, LATENT_DOWNSAMPLE, SAMPLE_RATE
+from mtmusicldm.ldm import MTMusicLDM
+from mtmusicldm.model_config import CLAP_FILE, OFFICIAL_SAMPLER, make_model_config
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
 from mtmusicldm.official.checkpoint import (
     CLAP_PREFIX, SCHEDULE_KEYS, UNET_PREFIX, VAE_PREFIX, VOCODER_PREFIX, CheckpointError, infer_clap_amodel,
     infer_clap_text_overrides, infer_ddconfig, infer_hifigan_config, lightning_state_dict, list_keys,
     check_schedule, meta_state_dict, read_checkpoint_file, read_scale_factor, split_state_dict,
 )  # fmt: skip
-from mtmusicldm.official.hifigan import convert_hifigan_state_dict, hifigan_config, official_hifigan_key_map
+from mtmusicldm.official.hifigan import MUSICLDM_HIFIGAN_CONFIG, convert_hifigan_state_dict, hifigan_config
+from mtmusicldm.official.hifigan import official_hifigan_key_map
 from mtmusicldm.official.hifigan import to_plain_form, unwrap_hifigan_state_dict
 from mtmusicldm.official.unet import ema_key, ema_to_unet_state_dict, infer_unet_config, official_key_map
 from mtmusicldm.official.unet import official_to_ours, unet_config_from_official
 from mtmusicldm.official.vae import assign_state_dict, convert_vae_state_dict, official_vae_key_map
 from mtmusicldm.official.vae import unwrap_vae_state_dict, vae_kwargs_from_ddconfig
-from mtmusicldm.utils.fs import atomic_dir
 
-CODEC_SUBDIR = "codec"
-CLAP_FILE = "clap.pt"
 IMPORT_FILE = "import.json"
 _CONFIG_ONLY_UNET_FIELDS = ("num_head_channels", "dropout", "use_checkpoint")  # not visible in tensor shapes
 
@@ -211,9 +212,9 @@ def _vae_part(src: Mapping[str, Tensor], options: ImportOptions, what: str) -> t
         else:
             ddconfig, embed_dim = infer_ddconfig(src)
         kwargs = vae_kwargs_from_ddconfig(ddconfig, embed_dim)
-        if len(kwargs["ch_mult"]) - 1 != int(math.log2(DOWNSAMPLE)):
+        if len(kwargs["ch_mult"]) - 1 != int(math.log2(LATENT_DOWNSAMPLE)):
             raise CheckpointError(f"{what}: ch_mult {list(kwargs['ch_mult'])} has {len(kwargs['ch_mult'])} levels; "
-                                  f"codec directories hold 3-level VAEs (x{DOWNSAMPLE} downsampling)")
+                                  f"codec directories hold 3-level VAEs (x{LATENT_DOWNSAMPLE} downsampling)")
         with torch.device("meta"):
             expected = {k: v.shape for k, v in AutoencoderKL(**vae_config(**kwargs)).state_dict().items()}
         return ddconfig, kwargs, convert_vae_state_dict(src, ddconfig, expected), official_vae_key_map(ddconfig)
@@ -369,8 +370,6 @@ def import_official(
     Raises:
         FileNotFoundError / CheckpointError: see `read_checkpoint_file` and `convert_state_dict`.
     """
-    from mtmusicldm.ldm import make_model_config, save_model_dir
-
     checkpoint = Path(checkpoint)
     obj, source = _read(checkpoint, "MT-MusicLDM checkpoint", options.trust_checkpoint)
     sd, lightning = lightning_state_dict(obj, str(checkpoint))
@@ -385,17 +384,17 @@ def import_official(
         log(f"building CLAP ({conv.clap_amodel}) to compute the unconditional embedding")
         uncond = clap_uncond_embedding(conv.clap, conv.clap_amodel or "HTSAT-base", conv.clap_text_overrides)
     stems = tuple(options.stems)
-    latent_shape = [len(stems), int(conv.vae_kwargs["z_channels"]), options.segment_samples // HOP // DOWNSAMPLE,
-                    N_MELS // DOWNSAMPLE]
+    latent_shape = [len(stems), int(conv.vae_kwargs["z_channels"]), options.segment_samples // HOP // LATENT_DOWNSAMPLE,
+                    N_MELS // LATENT_DOWNSAMPLE]
     conditioning = None if conv.clap is None else {
         "clap": "pretrained", "amodel": conv.clap_amodel, "checkpoint": CLAP_FILE, "text_model": options.text_model,
         "seed": 0}
     config = make_model_config(
         stems=stems, unet=conv.unet_config, timesteps=int(options.timesteps), beta_start=float(options.linear_start),
         beta_end=float(options.linear_end), scale_factor=float(conv.scale_factor or 1.0), latent_shape=latent_shape,
-        segment_samples=options.segment_samples, sample_rate=options.sample_rate, codec=CODEC_SUBDIR,
-        conditioning=conditioning, uncond_clap=uncond, trained_steps=int(lightning.get("global_step", 0)),
-        source=f"official:{checkpoint.name}",
+        segment_samples=options.segment_samples, sample_rate=options.sample_rate, conditioning=conditioning,
+        uncond_clap=uncond, trained_steps=int(lightning.get("global_step", 0)), source=f"official:{checkpoint.name}",
+        recommended_sampler=OFFICIAL_SAMPLER,
     )  # fmt: skip
     info = {
         "format": "mtmusicldm-import", "version": 1, "checkpoint": source, "lightning": lightning,
@@ -406,15 +405,16 @@ def import_official(
         **conv.report,
     }  # fmt: skip
     files = {IMPORT_FILE: json.dumps(info, indent=2, sort_keys=True, default=str) + "\n", **(extra_files or {})}
-    with atomic_dir(Path(out)) as tmp:
-        log(f"writing UNet weights ({conv.weights} for sampling) to {out}")
-        save_model_dir(tmp, conv.unet, conv.unet_ema, config, extra_files=files)
-        codec_source = {"vae": components["vae-ckpt"][1] or f"{checkpoint.name}:{VAE_PREFIX}*",
-                        "vocoder": components["hifigan-ckpt"][1] or f"{checkpoint.name}:{VOCODER_PREFIX}*"}
-        (tmp / CODEC_SUBDIR).mkdir()
-        write_codec(tmp / CODEC_SUBDIR, vae, vocoder, kind="official", source=codec_source)
-        if conv.clap is not None:
-            torch.save(dict(conv.clap), tmp / CLAP_FILE)
+    codec_source = {"vae": components["vae-ckpt"][1] or f"{checkpoint.name}:{VAE_PREFIX}*",
+                    "vocoder": components["hifigan-ckpt"][1] or f"{checkpoint.name}:{VOCODER_PREFIX}*"}
+    codec = Codec(vae=vae, vocoder=vocoder, latent_channels=int(conv.vae_kwargs["z_channels"]),
+                  info={"kind": "official", "source": codec_source})
+    with torch.device("meta"):  # the converted tensors are assigned, not copied
+        unet = UNet3D(conv.unet_config)
+    unet.load_state_dict(conv.unet_ema, assign=True)
+    log(f"writing UNet weights ({conv.weights} for sampling) to {out}")
+    MTMusicLDM(unet, config, codec=codec).save_pretrained(out, raw_unet=conv.unet, clap_weights=conv.clap,
+                                                          extra_files=files)
     log(f"done: {out}")
     return Path(out)
 

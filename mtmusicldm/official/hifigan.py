@@ -28,6 +28,12 @@ from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 from mtmusicldm.official.vae import assign_state_dict, check_tensors, raise_on_key_errors, select_prefix
 
 LDM_PREFIX: str = "first_stage_model.vocoder."
+MUSICLDM_HIFIGAN_CONFIG: dict[str, Any] = {
+    "resblock": "1", "upsample_rates": [5, 4, 2, 2, 2], "upsample_kernel_sizes": [16, 16, 8, 4, 4],
+    "upsample_initial_channel": 1024, "resblock_kernel_sizes": [3, 7, 11],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "num_mels": 64, "sampling_rate": 16000,
+}  # fmt: skip
+"""Architecture keys of MusicLDM's `src/hifigan/config_16k_64.json` (spec §3, manifests/hifigan.json)."""
 """Prefix of the (plain-form) vocoder inside the LDM Lightning checkpoint."""
 
 _REQUIRED_CONFIG = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",

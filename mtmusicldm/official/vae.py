@@ -33,6 +33,11 @@ from torch import Tensor
 from mtmusicldm.codec.vae import vae_config
 
 LDM_PREFIX: str = "first_stage_model."
+MUSICLDM_DDCONFIG: dict[str, Any] = {
+    "double_z": True, "z_channels": 8, "resolution": 256, "in_channels": 1, "out_ch": 1, "ch": 128,
+    "ch_mult": [1, 2, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+}  # fmt: skip
+"""MusicLDM's VAE `ddconfig` (official spec §3); `embed_dim` = 8."""
 """Prefix of the VAE inside the LDM Lightning checkpoint."""
 IGNORED_PREFIXES: tuple[str, ...] = ("loss.", "vocoder.")
 """Sub-modules of the official VAE that are not part of the codec (training loss, vocoder)."""

@@ -12,7 +12,6 @@ from mtmusicldm.training.ema import ema_decay_at, ema_update
 from mtmusicldm.training.loop import (
     NonFiniteLossError,
     TrainResult,
-    derive_seed,
     train,
     unet_config_from_params,
     warmup_lr,
@@ -24,7 +23,6 @@ __all__ = [
     "TrainResult",
     "check_frozen",
     "clean_incomplete",
-    "derive_seed",
     "ema_decay_at",
     "ema_update",
     "find_latest",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import math
 import os
 import time
@@ -32,6 +31,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
+from mtmusicldm.codec.latents import LatentScale
 from mtmusicldm.config import ConditioningParams, DiffusionParams, ModelParams, TrainParams, params_to_dict
 from mtmusicldm.data.latents import LatentsIndex, check_latents, make_latent_loader
 from mtmusicldm.diffusion.losses import cfg_dropout, diffusion_loss, sample_timesteps
@@ -39,6 +39,7 @@ from mtmusicldm.diffusion.schedules import DiffusionSchedule
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
 from mtmusicldm.training import checkpoint as ckpt_io
 from mtmusicldm.training.ema import ema_decay_at, ema_update
+from mtmusicldm.utils.rng import hash_seed
 
 LOSS_CSV = "loss.csv"
 LOSS_COLUMNS = ("step", "loss", "lr", "samples_per_s")
@@ -69,13 +70,8 @@ class TrainResult:
 # Helpers
 
 
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed derived from `parts` (stable across processes, platforms and Python versions)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
-
-
 def _generator(*parts: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
+    return torch.Generator().manual_seed(hash_seed(*parts))
 
 
 def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
@@ -174,7 +170,7 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
             log(f"train: removed incomplete checkpoint leftover {p}")
     accelerator.wait_for_everyone()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "unet-init"))
+        torch.manual_seed(hash_seed(seed, "unet-init"))
         unet = UNet3D(unet_cfg)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
@@ -205,7 +201,7 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
     if state and state["data"]["layout"] == layout:
         data = dict(state["data"])
     else:
-        data = {"layout": layout, "stream_seed": derive_seed(seed, "stream", start), "stream_start": start}
+        data = {"layout": layout, "stream_seed": hash_seed(seed, "stream", start), "stream_start": start}
         if state:
             changed = sorted(k for k in layout if state["data"]["layout"][k] != layout[k])
             notes.append(f"data changed ({', '.join(changed)}): continuing from the weights of step {start} "
@@ -225,6 +221,7 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
 
     # ---- loop
     samples_per_step = train.batch_size * train.grad_accum * world
+    scale = LatentScale(latents.scale_factor)
     samples_seen = int(state["samples_seen"]) if state else 0
     last_ckpt = latest
     losses: list[float] = []
@@ -239,7 +236,7 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
             step_loss = 0.0
             for micro in range(train.grad_accum):
                 batch = next(batches)
-                x0 = batch["latents"].to(device) * latents.scale_factor  # [B, S, C, T', F']
+                x0 = scale.encode(batch["latents"].to(device))  # [B, S, C, T', F']
                 b = x0.shape[0]
                 t = sample_timesteps(b, schedule.num_timesteps, _generator(seed, "t", rank, step, micro), device)
                 noise = torch.randn(x0.shape, generator=_generator(seed, "noise", rank, step, micro)).to(device)
@@ -249,7 +246,8 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
                     if uncond is not None:
                         film = cfg_dropout(film, uncond, train.cfg_dropout, _generator(seed, "cfg", rank, step, micro))
                 with accelerator.accumulate(unet):
-                    loss = diffusion_loss(unet, x0, t, noise, film, schedule).mean()
+                    loss = diffusion_loss(unet, x0, t, noise, film, schedule, prediction=diffusion.prediction,
+                                          snr_gamma=train.snr_gamma).mean()
                     mean_loss = float(accelerator.reduce(loss.detach().float().clone(), "mean"))
                     if not math.isfinite(mean_loss):
                         raise NonFiniteLossError(

@@ -1,11 +1,18 @@
 import copy
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mtmusicldm import STEMS
-from mtmusicldm.config import ParamsError, params_from_dict, params_to_dict
+from mtmusicldm.codec.build import VAE_SOURCES, VOCODERS
+from mtmusicldm.config import CodecParams, DataParams, ParamsError, SampleParams, params_from_dict, params_to_dict
+from mtmusicldm.data.slakh import SCANNERS
+from mtmusicldm.diffusion.inpainting import NoiseMode
+from mtmusicldm.diffusion.samplers import SAMPLERS
+from mtmusicldm.evaluation.base import EmbedderName
+from mtmusicldm.evaluation.embedders import EMBEDDERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +55,8 @@ def test_roundtrip(raw):
     (lambda r: r["synthetic"].update(renderer="fm"), "synthetic.renderer"),
     (lambda r: r["prepare"].update(audio_format="mp3"), "prepare.audio_format"),
     (lambda r: r["prepare"].update(max_shift_fraction=True), "prepare.max_shift_fraction"),
+    (lambda r: r["sample"].update(sampler="heun"), "sample.sampler"),
+    (lambda r: r["evaluate"].update(backbone="pann"), "evaluate.backbone"),
 ])
 def test_bad_params_name_the_key(raw, mutate, key):
     bad = copy.deepcopy(raw)
@@ -62,3 +71,29 @@ def test_params_are_frozen(raw):
     p = params_from_dict(raw)
     with pytest.raises(Exception):
         p.prepare.train_views = 3  # type: ignore[misc]
+
+
+def _choices(cls: type, field: str) -> set[str]:
+    return set(typing.get_args(typing.get_type_hints(cls)[field]))
+
+
+def test_every_registry_key_is_accepted_and_only_those(raw):
+    """One source per registry: params accept exactly the registered samplers, backbones and corpus sources."""
+    for name in SAMPLERS:
+        params_from_dict(copy.deepcopy(raw) | {"sample": raw["sample"] | {"sampler": name}})
+    for name in EMBEDDERS:
+        evaluate = raw["evaluate"] | {"backbone": name, "vggish_weights": "w.pth", "clap_checkpoint": "c.pt"}
+        params_from_dict(copy.deepcopy(raw) | {"evaluate": evaluate})
+    assert _choices(DataParams, "source") == set(SCANNERS)
+    bad = copy.deepcopy(raw)
+    bad["sample"]["sampler"] = "heun"
+    with pytest.raises(ParamsError, match=str(sorted(SAMPLERS)).replace("[", r"\[")):
+        params_from_dict(bad)
+
+
+def test_literals_match_their_registries():
+    """Enumerations kept as Literals (their code is an if-chain or lives elsewhere) are tested against it."""
+    assert _choices(CodecParams, "kind") == set(VAE_SOURCES)
+    assert _choices(CodecParams, "vocoder") == set(VOCODERS)
+    assert _choices(SampleParams, "noise_mode") == set(typing.get_args(NoiseMode))
+    assert set(typing.get_args(EmbedderName)) == set(EMBEDDERS)

@@ -15,6 +15,11 @@ from mtmusicldm.config import Params
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SECTIONS = {f.name for f in dataclasses.fields(Params)}
+VALIDATION_ONLY = {ROOT / "mtmusicldm" / "config.py": {"mtmusicldm.diffusion.samplers",
+                                                       "mtmusicldm.evaluation.embedders"}}
+"""Imports that only decide whether a params file is accepted (registry names: a sampler, a FAD backbone), never
+what a stage computes: they are not deps of every stage that validates params (those that use the registry list
+its package anyway)."""
 
 
 def _module_file(name: str) -> Path | None:
@@ -35,6 +40,7 @@ def _project_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)
+    names -= VALIDATION_ONLY.get(path, set())
     return {n for n in names if n.split(".")[0] in ("mtmusicldm", "pipeline") and _module_file(n)}
 
 

@@ -1,6 +1,7 @@
 """`train` stage: plain run -> model directory, and a real 2-process `accelerate launch` on the CPU."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ from safetensors.torch import load_file
 
 from mtmusicldm import STEMS
 from mtmusicldm.data.latents import LatentsIndex, encode_latent_sample, write_latent_split, write_latents_index
+from mtmusicldm.codec.codec_dir import codec_sha256, save_codec
+from mtmusicldm.codec.vae import build_vae
+from mtmusicldm.codec.vocoder import GriffinLimVocoder
+from mtmusicldm.generation import generate
+from mtmusicldm.geometry import GEOMETRY
 from mtmusicldm.ldm import MTMusicLDM
 from mtmusicldm.models.unet3d import UNet3D
 from pipeline import train as stage
@@ -55,35 +61,49 @@ def _latents(root: Path, n: int = 4) -> Path:
     return root
 
 
+def _codec(root: Path) -> Path:
+    """A tiny codec directory with 8 latent channels (the latents' C)."""
+    torch.manual_seed(0)
+    vae = build_vae(ch=16, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=8, norm_num_groups=8)
+    save_codec(root, vae, GriffinLimVocoder(n_iter=1, seed=0))
+    return root
+
+
 def test_run_writes_model_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
     monkeypatch.chdir(tmp_path)  # latents.json codec_dir is relative to the working directory
-    (tmp_path / "models" / "codec").mkdir(parents=True)
+    codec = _codec(tmp_path / "models" / "codec")
     p = load_params(_params(tmp_path))
     report = stage.run(p.seed, p.stems, p.model, p.diffusion, p.conditioning, p.train, _latents(tmp_path / "lat"),
                        tmp_path / "ck", tmp_path / "models" / "ldm")
     out = tmp_path / "models" / "ldm"
     assert report["steps"] == 3 and report["world_size"] == 1 and report["start_step"] == 0
-    assert sorted(f.name for f in out.iterdir()) == ["config.json", "loss.csv", "loss.png", "params.yaml",
+    assert sorted(f.name for f in out.iterdir()) == ["codec", "config.json", "loss.csv", "loss.png", "params.yaml",
                                                      "unet.safetensors", "unet_ema.safetensors"]
+    assert codec_sha256(out / "codec") == codec_sha256(codec)  # a copy of the codec the latents come from
     assert (out / "loss.csv").read_text().splitlines()[0] == "step,loss,lr,samples_per_s"
     assert yaml.safe_load((out / "params.yaml").read_text())["model"]["channels"] == 32
 
     m = MTMusicLDM.from_pretrained(out)
-    assert m.config["trained_steps"] == 3 and m.config["codec"] == "../codec" and m.codec_dir.resolve() == (
-        tmp_path / "models" / "codec").resolve()
+    assert m.config["trained_steps"] == 3 and m.config["codec"] == "codec" and m.codec_dir == out / "codec"
     assert m.config["segment_samples"] == 16 * 640 and m.scale_factor == 0.5
+    assert m.recommended_sampler == stage.RECOMMENDED_SAMPLER and m.geometry == GEOMETRY
     trained_ema = UNet3D(m.unet.config)
     trained_ema.load_state_dict(load_file(str(tmp_path / "ck" / "step-3" / "ema.safetensors")))
     x, t, film = torch.randn(2, *SHAPE), torch.tensor([5, 700]), torch.randn(2, 512)
     with torch.no_grad():
         assert torch.equal(m.unet(x, t, film), trained_ema.eval()(x, t, film))
     assert stage.weights_sha256(m.unet) == report["weights_sha256"]["ema"]
+    shutil.copytree(out, tmp_path / "elsewhere" / "model")  # a copy of models/ldm loads and generates on its own
+    shutil.rmtree(tmp_path / "models")
+    audio = generate(MTMusicLDM.from_pretrained(tmp_path / "elsewhere" / "model"), 1, seed=0, sampler="euler", steps=2)
+    assert audio.shape == (1, 4, 16 * 640) and bool(torch.isfinite(audio).all())
 
 
 @pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     params = _params(tmp_path, steps=2, checkpoint_every=2)
+    _codec(tmp_path / "models" / "codec")  # latents.json names it relative to the working directory
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTMUSICLDM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

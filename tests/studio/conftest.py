@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.pipeline.test_cli_generate import make_model_dir
+from tests.tiny_models import make_model_dir
 
 SR = 16000
 

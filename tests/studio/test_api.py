@@ -13,11 +13,13 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+import cli
 from mtmusicldm.audio import load_audio
-from pipeline import cli
+from mtmusicldm.diffusion.samplers import SAMPLERS
 from studio import app as studio_app
 from studio.app import create_app
 from tests.studio.conftest import SR
+from tests.tiny_models import TINY_SAMPLER
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -73,7 +75,17 @@ def test_page_and_info(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200 and client.get("/static/style.css").status_code == 200
     info = client.get("/api/info").json()
     assert info["stems"] == ["bass", "drums", "guitar", "piano"] and info["conditional"] is False
-    assert info["sample_rate"] == SR and info["segment_seconds"] == pytest.approx(0.64) and "ddim" in info["samplers"]
+    assert info["sample_rate"] == SR and info["segment_seconds"] == pytest.approx(0.64)
+    assert info["samplers"] == sorted(SAMPLERS)
+    assert (info["defaults"]["sampler"], info["defaults"]["steps"]) == (TINY_SAMPLER.name, TINY_SAMPLER.steps)
+
+
+def test_job_defaults_to_the_models_recommended_sampler(client: TestClient) -> None:
+    sid = new_session(client)
+    r = client.post(f"/api/sessions/{sid}/jobs", json={"generate": ["piano"]})  # no sampler, no steps
+    assert r.status_code == 200, r.text
+    assert (r.json()["info"]["sampler"], r.json()["info"]["steps"]) == (TINY_SAMPLER.name, TINY_SAMPLER.steps)
+    wait(client, r.json()["id"])
 
 
 def test_upload_arrange_results(client: TestClient, audio_files: dict[str, Path]) -> None:
@@ -253,7 +265,7 @@ def test_stale_studio_folders_are_removed_at_start(model_dir: Path, tmp_path: Pa
 
 
 def test_conditional_model_validation(tmp_path: Path, audio_files: dict[str, Path]) -> None:
-    from tests.pipeline.test_cli_generate import make_model_dir
+    from tests.tiny_models import make_model_dir
 
     app = create_app(make_model_dir(tmp_path / "m", film_dim=32), work_root=tmp_path / "work")
     with TestClient(app) as c:

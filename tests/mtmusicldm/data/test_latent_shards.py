@@ -1,4 +1,5 @@
 """Latent shards: schema round trip, latents.json, and the seeded rank-split training stream."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from mtmusicldm.data.latents import (
     write_latent_split,
     write_latents_index,
 )
+from mtmusicldm.geometry import GEOMETRY
 
 SHAPE = (4, 8, 16, 16)
 
@@ -58,6 +60,14 @@ def test_write_read_index(tmp_path):
     keys = [s.key for s in iter_latent_samples(index.shard_paths("train"))]
     assert keys == [f"T{i:03d}_c0000_v00" for i in range(5)]
     assert index.latent_shape == SHAPE and len(index.uncond_clap) == 512
+    raw = json.loads((tmp_path / "latents.json").read_text())
+    assert raw["geometry"] == {"sample_rate": 16000, "hop": 160, "downsample": 4} and index.geometry == GEOMETRY
+    del raw["geometry"]  # latents.json written before the geometry was recorded: the one geometry there was
+    (tmp_path / "latents.json").write_text(json.dumps(raw))
+    assert read_latents_index(tmp_path).geometry == GEOMETRY
+    (tmp_path / "latents.json").write_text(json.dumps(raw | {"geometry": {"sample_rate": 16000, "hop": 160}}))
+    with pytest.raises(ValueError, match="geometry: expected the keys"):
+        read_latents_index(tmp_path)
     (tmp_path / "latents.json").write_text('{"format": "other", "version": 1}')
     with pytest.raises(ValueError, match="missing keys"):
         read_latents_index(tmp_path)

@@ -1,7 +1,8 @@
-"""Samplers: oracle denoiser, DDIM == official update (golden replay, diffusers), solver accuracy, RNG."""
+"""Samplers: shared checks on every registered sampler; DDIM == official update (golden, diffusers); accuracy."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ from torch import Tensor
 from mtmusicldm.diffusion.denoiser import EpsDenoiser, ve_to_vp, vp_to_ve
 from mtmusicldm.diffusion.noise import make_generators, randn_like_per_sample
 from mtmusicldm.diffusion.samplers import (
+    DEFAULT_ETA,
     SAMPLERS,
+    STOCHASTIC_SAMPLERS,
     SamplerStep,
     get_ancestral_step,
     sample_ddim,
@@ -21,6 +24,7 @@ from mtmusicldm.diffusion.samplers import (
     sample_dpmpp_2m_sde,
     sample_euler,
 )
+from mtmusicldm.diffusion.sampling import sample_latents
 from mtmusicldm.diffusion.schedules import DiffusionSchedule, get_sigmas_ddim, get_sigmas_karras, sigma_to_alpha_bar
 
 SHAPE = (2, 4, 3, 8, 4)  # [B, S, C, T, F]
@@ -45,17 +49,84 @@ def _toy_eps(x: Tensor, t: Tensor, film: Tensor | None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Oracle denoiser
+# Shared checks: every sampler of the registry gets them by being in SAMPLERS (as diffusers' SchedulerCommonTest)
 
 
-@pytest.mark.parametrize("name,knobs", [("ddim", {"eta": 0.0}), ("ddim", {"eta": 1.0}), ("euler", {}),
-                                        ("dpmpp_2m", {}), ("dpmpp_2m_sde", {"eta": 1.0})])
-def test_oracle_denoiser_returns_x0(name: str, knobs: dict) -> None:
-    x0 = _randn(*SHAPE, seed=1)
-    sigmas = get_sigmas_ddim(SCHEDULE, 20, final_sigma_zero=True)
-    x = vp_to_ve(_randn(*SHAPE, seed=2), sigmas[0])
-    out = SAMPLERS[name](_oracle(x0), x, sigmas, generator=torch.Generator().manual_seed(3), **knobs)
-    torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+class TestEverySampler:
+    """The contract of a sampler: ``sample(denoiser, x, sigmas, *, cond, generator, callback[, eta]) -> x``."""
+
+    def test_signature_and_eta_knob(self, name: str) -> None:
+        params = inspect.signature(SAMPLERS[name]).parameters
+        assert list(params)[:3] == ["denoiser", "x", "sigmas"]
+        assert {"cond", "generator", "callback"} <= {p for p, v in params.items() if v.kind is v.KEYWORD_ONLY}
+        assert ("eta" in params) == (name in STOCHASTIC_SAMPLERS) == (name in DEFAULT_ETA)
+
+    def test_oracle_denoiser_returns_x0(self, name: str) -> None:
+        x0 = _randn(*SHAPE, seed=1)
+        sigmas = get_sigmas_ddim(SCHEDULE, 20, final_sigma_zero=True)
+        x = vp_to_ve(_randn(*SHAPE, seed=2), sigmas[0])
+        for knobs in ([{}, {"eta": 0.0}, {"eta": DEFAULT_ETA[name]}] if name in DEFAULT_ETA else [{}]):
+            out = SAMPLERS[name](_oracle(x0), x, sigmas, generator=torch.Generator().manual_seed(3), **knobs)
+            torch.testing.assert_close(out, x0, rtol=0, atol=1e-5)
+
+    def test_cond_reaches_the_denoiser_and_callback_reports_every_step(self, name: str) -> None:
+        denoise, _ = _gaussian_problem()
+        seen: list[object] = []
+
+        def with_cond(x: Tensor, sigma: Tensor, **cond: object) -> Tensor:
+            seen.append(cond["film"])
+            return denoise(x, sigma)
+
+        sigmas = get_sigmas_ddim(SCHEDULE, 8)
+        steps: list[SamplerStep] = []
+        out = SAMPLERS[name](with_cond, vp_to_ve(_randn(*SHAPE), sigmas[0]), sigmas, cond={"film": "f"},
+                             generator=torch.Generator().manual_seed(0), callback=steps.append)
+        assert seen == ["f"] * 8 and [s.i for s in steps] == list(range(8))
+        assert [s.sigma for s in steps] == sigmas[:-1].tolist() and [s.sigma_next for s in steps] == sigmas[1:].tolist()
+        assert steps[-1].x is out and steps[0].denoised.shape == SHAPE and out.dtype == torch.float32
+
+    def test_per_sample_generators_make_items_batch_independent(self, name: str) -> None:
+        denoise, _ = _gaussian_problem()
+        sigmas = get_sigmas_ddim(SCHEDULE, 10)
+        seeds = [11, 22, 33]
+        x3 = randn_like_per_sample(torch.empty(3, *SHAPE[1:]), make_generators(seeds))
+        out3 = SAMPLERS[name](denoise, vp_to_ve(x3, sigmas[0]), sigmas, generator=make_generators(seeds))
+        x1 = randn_like_per_sample(torch.empty(1, *SHAPE[1:]), make_generators(seeds[1:2]))
+        out1 = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, generator=make_generators(seeds[1:2]))
+        torch.testing.assert_close(out1[0], out3[1], rtol=0, atol=1e-6)
+        assert not torch.allclose(out3[0], out3[1], atol=1e-2)
+        if name in STOCHASTIC_SAMPLERS:  # the sampler's own noise follows the item's generator
+            other = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, generator=make_generators([99]))
+            assert not torch.allclose(other[0], out3[1], atol=1e-3)
+
+    def test_keeps_autograd(self, name: str) -> None:
+        """No @torch.no_grad inside: gradients flow back to the starting point."""
+        denoise, _ = _gaussian_problem()
+        sigmas = get_sigmas_ddim(SCHEDULE, 4, final_sigma_zero=True)
+        x = _randn(*SHAPE).requires_grad_(True)
+        SAMPLERS[name](denoise, x, sigmas, generator=torch.Generator().manual_seed(0)).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+
+    def test_rejects_bad_sigmas(self, name: str) -> None:
+        denoise, _ = _gaussian_problem()
+        sigmas = get_sigmas_ddim(SCHEDULE, 4)
+        with pytest.raises(ValueError, match="decreasing"):
+            SAMPLERS[name](denoise, _randn(*SHAPE), sigmas.flip(0), generator=torch.Generator().manual_seed(0))
+
+    def test_runs_the_full_stack(self, name: str) -> None:
+        """Through `sample_latents` (EpsDenoiser + CFG + inpainting) with its registry defaults."""
+        x_t = _randn(*SHAPE, seed=4)
+        known, mask = _randn(*SHAPE, seed=5), torch.tensor([[True, False, False, True]] * SHAPE[0])
+        out = sample_latents(_toy_eps, x_t, sampler=name, steps=5, film=torch.zeros(SHAPE[0], 3),
+                             uncond_film=torch.ones(SHAPE[0], 3), guidance_scale=2.0, known=known, stem_mask=mask,
+                             generator=make_generators([1, 2]))
+        assert out.shape == SHAPE and bool(torch.isfinite(out).all())
+        assert torch.equal(out[:, 0], known[:, 0]) and torch.equal(out[:, 3], known[:, 3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Oracle denoiser (DDIM on the official grid)
 
 
 def test_oracle_ddim_eta0_official_grid_is_q_sample_at_t0() -> None:
@@ -203,22 +274,6 @@ def test_dpmpp_2m_sde_eta0_equals_dpmpp_2m() -> None:
 # Randomness, callbacks, gradients, errors
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpmpp_2m_sde"])
-def test_per_sample_generators_batch_independent(name: str) -> None:
-    denoise, _ = _gaussian_problem()
-    sigmas = get_sigmas_ddim(SCHEDULE, 10)
-    seeds = [11, 22, 33]
-    x3 = randn_like_per_sample(torch.empty(3, *SHAPE[1:]), make_generators(seeds))
-    out3 = SAMPLERS[name](denoise, vp_to_ve(x3, sigmas[0]), sigmas, eta=1.0, generator=make_generators(seeds))
-    x1 = randn_like_per_sample(torch.empty(1, *SHAPE[1:]), make_generators(seeds[1:2]))
-    out1 = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, eta=1.0, generator=make_generators(seeds[1:2]))
-    torch.testing.assert_close(out1[0], out3[1], rtol=0, atol=1e-6)
-    assert not torch.allclose(out3[0], out3[1], atol=1e-2)
-    # a different seed for item 1 changes it
-    out_other = SAMPLERS[name](denoise, vp_to_ve(x1, sigmas[0]), sigmas, eta=1.0, generator=make_generators([99]))
-    assert not torch.allclose(out_other[0], out3[1], atol=1e-3)
-
-
 def test_single_generator_is_deterministic() -> None:
     denoise, _ = _gaussian_problem()
     sigmas = get_sigmas_ddim(SCHEDULE, 5)
@@ -227,27 +282,6 @@ def test_single_generator_is_deterministic() -> None:
     b = sample_ddim(denoise, x, sigmas, eta=1.0, generator=torch.Generator().manual_seed(4))
     c = sample_ddim(denoise, x, sigmas, eta=1.0, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
-def test_callback_reports_every_step() -> None:
-    denoise, _ = _gaussian_problem()
-    sigmas = get_sigmas_ddim(SCHEDULE, 8)
-    steps: list[SamplerStep] = []
-    out = sample_dpmpp_2m(denoise, vp_to_ve(_randn(*SHAPE), sigmas[0]), sigmas, callback=steps.append)
-    assert [s.i for s in steps] == list(range(8))
-    assert [s.sigma for s in steps] == sigmas[:-1].tolist()
-    assert [s.sigma_next for s in steps] == sigmas[1:].tolist()
-    assert steps[-1].x is out and steps[0].denoised.shape == SHAPE
-
-
-def test_samplers_keep_autograd() -> None:
-    """No @torch.no_grad inside: gradients flow back to the starting point."""
-    denoise, _ = _gaussian_problem()
-    sigmas = get_sigmas_ddim(SCHEDULE, 4, final_sigma_zero=True)
-    for name in SAMPLERS:
-        x = _randn(*SHAPE).requires_grad_(True)
-        SAMPLERS[name](denoise, x, sigmas, generator=torch.Generator().manual_seed(0)).sum().backward()
-        assert x.grad is not None and x.grad.abs().sum() > 0, name
 
 
 def test_sampler_errors() -> None:

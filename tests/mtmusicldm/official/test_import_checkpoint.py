@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from transformers import SpeechT5HifiGan
 
-from mtmusicldm.codec.codec_dir import MUSICLDM_HIFIGAN_CONFIG, load_codec
+from mtmusicldm.codec.codec_dir import load_codec
 from mtmusicldm.codec.vae import vae_config
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
 from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
@@ -29,7 +30,7 @@ from mtmusicldm.official import unet_config_from_official
 from mtmusicldm.official.checkpoint import CheckpointError, read_checkpoint_file
 from mtmusicldm.official.convert import ImportOptions, convert_state_dict, import_codec, import_official
 from mtmusicldm.official.checkpoint import meta_state_dict
-from mtmusicldm.official.hifigan import hifigan_config, official_hifigan_key_map
+from mtmusicldm.official.hifigan import MUSICLDM_HIFIGAN_CONFIG, hifigan_config, official_hifigan_key_map
 from mtmusicldm.official.vae import official_vae_key_map, vae_kwargs_from_ddconfig
 
 SMALL_UNET: dict[str, Any] = {"model_channels": 32, "channel_mult": (1, 2, 2), "num_res_blocks": 2,
@@ -197,12 +198,14 @@ def test_import_conditional_checkpoint(tmp_path: Path, cond_sd: dict[str, Tensor
     _assert_same(_unet_back_to_official(out / "unet.safetensors", True),
                  {k: cond_sd[UNET + k] for k in unet_keys}, "raw UNet")
     _assert_codec_matches(out / "codec", cond_sd)
-    _assert_same(torch.load(out / "clap.pt", weights_only=True), tiny_clap, "CLAP")
+    _assert_same(load_file(str(out / "clap.safetensors")), tiny_clap, "CLAP")
+    assert not [f for f in out.rglob("*") if f.suffix in (".pt", ".pth", ".bin", ".ckpt")]  # no pickle
 
     config = json.loads((out / "config.json").read_text())
     assert config["scale_factor"] == pytest.approx(0.8765, abs=1e-7)
     assert config["codec"] == "codec" and config["trained_steps"] == 1234
-    assert config["conditioning"]["amodel"] == "HTSAT-tiny" and config["conditioning"]["checkpoint"] == "clap.pt"
+    assert config["conditioning"]["amodel"] == "HTSAT-tiny"
+    assert config["conditioning"]["checkpoint"] == "clap.safetensors"
     assert len(config["uncond_clap"]) == 512
     assert torch.tensor(config["uncond_clap"]).norm().item() == pytest.approx(1.0, abs=1e-4)
     info = json.loads((out / "import.json").read_text())
@@ -216,6 +219,12 @@ def test_import_conditional_checkpoint(tmp_path: Path, cond_sd: dict[str, Tensor
         z = sample_latents(model.unet, torch.randn(1, 4, 8, 8, 4), steps=2, film=film,
                            generator=torch.Generator().manual_seed(0))
     assert z.shape == (1, 4, 8, 8, 4) and torch.isfinite(z).all()
+    assert config["recommended_sampler"] == {"name": "ddim", "steps": 200}  # the official sampler
+    shutil.copytree(out, tmp_path / "elsewhere")
+    shutil.rmtree(out)  # the copy holds everything it needs (its CLAP weights included)
+    copy = MTMusicLDM.from_pretrained(tmp_path / "elsewhere", lazy=False)
+    assert copy.codec_dir == tmp_path / "elsewhere" / "codec"
+    assert (tmp_path / "elsewhere" / "clap.safetensors").is_file()
 
 
 def test_import_unconditional_raw_weights_with_foreign_objects(tmp_path: Path, uncond_sd: dict) -> None:
@@ -231,7 +240,7 @@ def test_import_unconditional_raw_weights_with_foreign_objects(tmp_path: Path, u
     info = json.loads((out / "import.json").read_text())
     assert info["weights"] == "raw" and info["checkpoint"]["loader"] == "restricted"
     config = json.loads((out / "config.json").read_text())
-    assert config["conditioning"] is None and config["uncond_clap"] is None and not (out / "clap.pt").exists()
+    assert config["conditioning"] is None and config["uncond_clap"] is None and not (out / "clap.safetensors").exists()
     model = MTMusicLDM.from_pretrained(out)
     with torch.no_grad():
         eps = model.unet(torch.randn(1, 4, 8, 8, 4), torch.tensor([10]))

@@ -34,20 +34,14 @@ from torch import Tensor
 
 from mtmusicldm.audio import load_audio
 from mtmusicldm.diffusion.inpainting import NoiseMode
-from mtmusicldm.generation import (
-    FRAME_SAMPLES,
-    GenerationModel,
-    batches,
-    decode_mel,
-    item_seeds,
-    embed_mixture,
-    encode_audio,
-    mel_to_audio,
-    sample_segment_latents,
-    uncond_embedding,
-)
+from mtmusicldm.generation.codec_io import decode_mel, encode_audio, mel_to_audio
+from mtmusicldm.generation.conditioning import embed_mixture, rows_of, uncond_embedding
+from mtmusicldm.generation.model import GenerationModel
+from mtmusicldm.generation.seeds import item_seeds
+from mtmusicldm.generation.segment import batches, sample_segment_latents
+from mtmusicldm.geometry import FRAME_SAMPLES, LATENT_DOWNSAMPLE, SAMPLE_RATE
 
-MEL_PER_FRAME = 4
+MEL_PER_FRAME = LATENT_DOWNSAMPLE
 """Mel frames per latent frame."""
 
 
@@ -124,7 +118,7 @@ def window_latents(model: GenerationModel, audio: Tensor, known: Tensor, plan: W
     Args:
         audio: ``[B, S, padded_samples]`` given stems (zeros where generated).
         known: bool ``[B, S]``, True = given stem.
-        seeds: one item seed per row; window ``k`` uses the ``window=k`` streams of :func:`derive_seed`.
+        seeds: one item seed per row; window ``k`` uses the ``window=k`` streams (:mod:`~mtmusicldm.generation.seeds`).
         film: fixed conditioning ``[B, D]`` / ``[D]``; None and ``condition_on_given``: a conditional model is
             conditioned per window on the CLAP embedding of the given mixture in that window.
 
@@ -180,15 +174,15 @@ def _run(model: GenerationModel, audio: Tensor, known: Tensor, *, seed: int | Se
          batch_size: int, film: Tensor | None, **kwargs: object) -> Tensor:
     """Items in batches; each batch: window latents in order, then one render."""
     b, s, n = audio.shape
+    seeds = item_seeds(seed, b)
     plan = plan_windows(n, model.latent_shape[2], overlap)
     padded = torch.nn.functional.pad(audio.float().cpu(), (0, plan.padded_samples - n))
-    all_seeds, out = item_seeds(seed, b), []
+    out = []
     with torch.inference_mode():
         for rows in batches(b, batch_size):
-            seeds = all_seeds[rows.start:rows.stop]
-            f = film[rows.start:rows.stop] if film is not None and film.ndim == 2 else film
             kn = known[rows.start:rows.stop]
-            windows = window_latents(model, padded[rows.start:rows.stop], kn, plan, seeds, film=f, **kwargs)
+            windows = window_latents(model, padded[rows.start:rows.stop], kn, plan, seeds[rows.start:rows.stop],
+                                     film=rows_of(film, rows), **kwargs)
             out.append(render(model, windows, padded[rows.start:rows.stop], kn, plan))
     return torch.cat(out)
 
@@ -202,7 +196,7 @@ def arrange_long(model: GenerationModel, audio: Tensor, known: Tensor, *, seed: 
     Args:
         audio: ``[B, S, n]`` 16 kHz stems (the generated ones are ignored).
         known: bool ``[S]`` or ``[B, S]``, True = given.
-        seed: item ``k`` uses ``derive_seed(seed, k)`` or ``seed[k]`` (the segment-level
+        seed: item ``k`` uses ``sequence_seed(seed, k)`` or ``seed[k]`` (the segment-level
             :func:`~mtmusicldm.generation.arrange` gives the same result for ``n <= segment``).
         overlap: window overlap fraction.
         Others: as :func:`mtmusicldm.generation.arrange`.
@@ -237,7 +231,7 @@ def generate_long(model: GenerationModel, n: int, n_samples: int, *, seed: int |
 
 
 def load_stems(paths: Mapping[str, str | Path], stems: Sequence[str],
-               sample_rate: int = 16000) -> tuple[Tensor, Tensor]:
+               sample_rate: int = SAMPLE_RATE) -> tuple[Tensor, Tensor]:
     """Load given stem files (any rate / channels) as 16 kHz mono.
 
     Stems of different lengths are padded with silence to the longest (a ``UserWarning`` names them).

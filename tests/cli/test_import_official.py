@@ -1,4 +1,4 @@
-"""`mtmusicldm import-official` / `import-codec` through `pipeline.cli.main` on scaled official checkpoints."""
+"""`mtmusicldm import-official` / `import-codec` through `cli.main` on scaled official checkpoints."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cli import main
+from cli import main
 
 _HELPERS = Path(__file__).resolve().parents[1] / "mtmusicldm" / "official" / "test_import_checkpoint.py"
 

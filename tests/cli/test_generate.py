@@ -7,59 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
+import cli
 from mtmusicldm import STEMS
 from mtmusicldm.audio import load_audio
-from mtmusicldm.codec.codec_dir import save_codec
-from mtmusicldm.codec.vae import build_vae
-from mtmusicldm.codec.vocoder import GriffinLimVocoder, HifiGanVocoder
-from mtmusicldm.ldm import make_model_config, save_model_dir
-from mtmusicldm.models.unet3d import UNet3D, UNet3DConfig
-from pipeline import cli
+from tests.tiny_models import SEG, SR, TINY_SAMPLER, make_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-SEG = 10240  # 0.64 s segments: latent [4, 4, 16, 16]
-SR = 16000
-
-
-def tiny_hifigan() -> HifiGanVocoder:
-    """A randomly initialised HiFi-GAN with hop 160 (milliseconds per segment, unlike Griffin-Lim's NNLS)."""
-    cfg = SpeechT5HifiGanConfig(model_in_dim=64, sampling_rate=SR, upsample_initial_channel=32,
-                                upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
-                                resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], normalize_before=False)
-    model = SpeechT5HifiGan(cfg).eval()
-    with torch.no_grad():  # its default init is nearly silent (|wav| ~ 1e-9)
-        for p in model.parameters():
-            p.add_(0.15 * torch.randn_like(p))
-    return HifiGanVocoder(model)
-
-
-def make_model_dir(root: Path, seed: int = 0, vocoder: str = "griffin_lim", film_dim: int | None = None) -> Path:
-    """A tiny model dir (`root/ldm`) with its codec (`root/codec`: Griffin-Lim with 1 iteration, or a tiny
-    HiFi-GAN); unconditional unless `film_dim` is set (then conditioning "random" and a unit `uncond_clap`)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        voc = GriffinLimVocoder(n_iter=1, seed=0) if vocoder == "griffin_lim" else tiny_hifigan()
-        vae = build_vae(ch=16, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=4, norm_num_groups=8)
-        unet_config = UNet3DConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                                   attention_resolutions=(2,), num_head_channels=16, film_dim=film_dim)
-        unet = UNet3D(unet_config)
-        with torch.no_grad():  # the official init zeroes the output convs: make eps non-trivial
-            for p in unet.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    save_codec(root / "codec", vae, voc)
-    config = make_model_config(stems=STEMS, unet=unet_config, timesteps=1000, beta_start=0.0015, beta_end=0.0195,
-                               scale_factor=0.7, latent_shape=[4, 4, SEG // 640, 16], segment_samples=SEG,
-                               sample_rate=SR, codec="../codec",
-                               conditioning=None if film_dim is None else {"clap": "random", "amodel": "HTSAT-tiny",
-                                                                           "checkpoint": None, "text_model": None,
-                                                                           "seed": 0},
-                               uncond_clap=None if film_dim is None else [film_dim ** -0.5] * film_dim,
-                               trained_steps=0, source="test")
-    return save_model_dir(root / "ldm", unet, unet, config)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +95,7 @@ def test_generate_count_and_long_form(model_dir: Path, tmp_path: Path) -> None:
     (["--given", "bass=IN_missing"], "missing.wav: file not found"),
     (["--given", "bass=IN_bass", "--prompt", "soft music"], "need a conditional model"),
     (["--given", "bass=IN_bass", "--guidance", "2.0"], "need a conditional model"),
-    (["--given", "bass=IN_bass", "--sampler", "nope"], "--sampler 'nope' is unknown"),
+    (["--given", "bass=IN_bass", "--steps", "0"], "--steps must be >= 1"),
 ])
 def test_arrange_errors(model_dir: Path, inputs: dict[str, Path], tmp_path: Path, argv: list[str],
                         message: str) -> None:
@@ -167,3 +121,28 @@ def test_missing_model_dir_and_generate_errors(model_dir: Path, tmp_path: Path) 
         run("generate", "--model", model_dir, "--out", tmp_path / "o", "--count", "0")
     with pytest.raises(SystemExit):  # argparse: --prompt and --reference are exclusive
         run("generate", "--model", model_dir, "--out", tmp_path / "o", "--prompt", "a", "--reference", "b.wav")
+
+
+def test_sampler_defaults_to_the_models_recommendation(model_dir: Path, tmp_path: Path) -> None:
+    run("generate", "--model", model_dir, "--out", tmp_path / "rec")
+    record = json.loads((tmp_path / "rec" / "generation.json").read_text())
+    assert (record["sampler"], record["steps"]) == (TINY_SAMPLER.name, TINY_SAMPLER.steps)
+    run("generate", "--model", model_dir, "--out", tmp_path / "own", "--sampler", "euler")
+    record = json.loads((tmp_path / "own" / "generation.json").read_text())
+    assert (record["sampler"], record["steps"], record["eta"]) == ("euler", TINY_SAMPLER.steps, None)
+
+
+def test_sampler_choices_come_from_the_registry(model_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        run("generate", "--model", model_dir, "--out", tmp_path / "o", "--sampler", "nope")
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "dpmpp_2m_sde" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from mtmusicldm import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        run("--version")
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"mtmusicldm {__version__}"

@@ -1,0 +1,4 @@
+"""`python -m cli`: the `mtmusicldm` command."""
+from cli import main
+
+main()
