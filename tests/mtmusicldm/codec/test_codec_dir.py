@@ -1,7 +1,6 @@
 """Codec directory: save/load round trips (VAE + Griffin-Lim / HiFi-GAN) and errors."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ TINY_HIFIGAN = dict(MUSICLDM_HIFIGAN_CONFIG, upsample_initial_channel=32)
 
 
 def codec_params(**changes) -> CodecParams:
-    return dataclasses.replace(load_params(PROFILES_DIR / "embedded.yaml").codec, **({"kind": "trained"} | changes))
+    return load_params(PROFILES_DIR / "embedded.yaml").codec.replace(**({"kind": "trained"} | changes))
 
 
 @pytest.fixture(scope="module")
