@@ -51,6 +51,7 @@ class ParamsError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"params: {key}: {message}")
         self.key = key
+        self.reason = message
 
 
 # ----------------------------------------------------------------------------------------------------------------
