@@ -338,6 +338,8 @@ class SampleParams(_Section):
     prompts: FrozenList[str]  # text-conditioned total generation (conditional models; Table 2)
     subtype: Literal["PCM_16", "FLOAT"]  # WAV format (official: PCM_16)
     untrained_reference: bool  # also sample every setting from the untrained model (the tables' ceiling row)
+    examples: Annotated[int, Field(ge=0, le=16)]  # listenable long-form examples (total + arrangement) in samples/
+    examples_seconds: Annotated[float, Field(gt=0.0, le=600.0)]  # their length
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
