@@ -29,7 +29,8 @@ STEMS = ("bass", "drums", "guitar", "piano")
 def tiny_params() -> Params:
     """The embedded profile with 0.64 s segments and a fast codec."""
     p = load_params(PROFILES_DIR / "embedded.yaml")
-    codec = p.codec.replace(kind="trained", train_steps=10, batch_size=4, lr=2.0e-3, griffin_lim_iters=2)
+    codec = p.codec.replace(kind="trained", latent_channels=8, train_steps=10, batch_size=4, lr=2.0e-3,
+                            griffin_lim_iters=2)
     encode = p.encode.replace(batch_size=2, scale_segments=3)
     return p.replace(audio=AudioParams(sample_rate=SR, segment_samples=SEGMENT), codec=codec, encode=encode)
 

@@ -24,7 +24,7 @@ TINY_HIFIGAN = dict(MUSICLDM_HIFIGAN_CONFIG, upsample_initial_channel=32)
 
 
 def codec_params(**changes) -> CodecParams:
-    return load_params(PROFILES_DIR / "embedded.yaml").codec.replace(**({"kind": "trained"} | changes))
+    return load_params(PROFILES_DIR / "embedded.yaml").codec.replace(**({"kind": "trained", "latent_channels": 8} | changes))
 
 
 @pytest.fixture(scope="module")
