@@ -42,7 +42,9 @@ def _params(tmp: Path, **train) -> Path:
     raw["model"] = {"channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [2],
                     "num_head_channels": 32}
     raw["conditioning"]["clap"] = "random"  # a conditional model (the latents below carry CLAP embeddings)
+    # fp32: an AcceleratorState is per process and other tests of this process made one without bf16
     raw["train"].update({"steps": 3, "batch_size": 1, "checkpoint_every": 2, "log_every": 1, "warmup_steps": 1,
+                         "mixed_precision": "no",
                          "num_workers": 0, **train})
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
