@@ -84,9 +84,10 @@ def learning_curve(p: Params, work: Path, marks: list[float]) -> list[dict[str, 
             spent += cpu_minutes() - t_cpu
             per_step = spent / target
             step = target
-        metrics, _ = evaluate_model(p, work, f"{mark:g}min", p.sample)
+        metrics, _ = evaluate_model(p, work, f"{mark:g}min", p.sample.replace(examples=0))
         row = {"minutes": round(spent, 2), "mark": mark, "steps": step, **metrics}
         results.append(row)
+        save_results(work, curve=results)
         print(json.dumps(row), flush=True)
     return results
 
@@ -95,12 +96,23 @@ def sampler_curve(p: Params, work: Path) -> list[dict[str, Any]]:
     """Total generation of the last model with each (sampler, steps): FAD of the mix and seconds per sample."""
     rows = []
     for name, steps in SAMPLER_GRID:
-        params = p.sample.replace(sampler=name, steps=steps, arrangement=False, eta=None)
+        params = p.sample.replace(sampler=name, steps=steps, arrangement=False, eta=None, examples=0)
         metrics, seconds = evaluate_model(p, work, f"{name}{steps}", params)
         rows.append({"sampler": name, "steps": steps, "seconds_per_sample": round(seconds, 2),
                      "fad_total": metrics.get("fad_total")})
+        save_results(work, samplers=rows)
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def save_results(work: Path, **parts: list[dict[str, Any]]) -> None:
+    """Update `work/results.json` after every mark, so that a long run interrupted keeps what it measured."""
+    path = work / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"curve": [], "samplers": []}
+    results.update(parts)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)
 
 
 def _cell(rec: dict[str, Any] | None) -> str:
@@ -171,7 +183,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--marks", type=float, nargs="+", default=[2, 5, 10, 20, 40, 60])
+    parser.add_argument("--marks", type=float, nargs="*", default=[2, 5, 10, 20, 40, 60],
+                        help="CPU-minute marks; none (`--marks`) re-uses the curve in results.json")
     parser.add_argument("--samplers", action="store_true", help="steps-vs-FAD of the samplers on the last model")
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--samplers-figure", type=Path, default=None)
@@ -180,9 +193,9 @@ def main() -> None:
     p = load_params(args.params)
     args.workdir.mkdir(parents=True, exist_ok=True)
     prepare_data(p, args.workdir)
-    curve = learning_curve(p, args.workdir, sorted(args.marks))
-    samplers = sampler_curve(p, args.workdir) if args.samplers else []
-    (args.workdir / "results.json").write_text(json.dumps({"curve": curve, "samplers": samplers}, indent=1))
+    saved = json.loads((args.workdir / "results.json").read_text()) if (args.workdir / "results.json").is_file() else {}
+    curve = learning_curve(p, args.workdir, sorted(args.marks)) if args.marks else saved.get("curve", [])
+    samplers = sampler_curve(p, args.workdir) if args.samplers else saved.get("samplers", [])
     print_tables(curve, samplers)
     plot(curve, samplers, args.figure, args.samplers_figure)
 
