@@ -1,9 +1,10 @@
-"""Helpers shared by the stage scripts: reading params.yaml, argument parsing, progress bars."""
+"""Helpers shared by the stage scripts: reading params.yaml, the stage entry wrapper, argument parsing, progress."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,22 +14,72 @@ from mtmusicldm.config import Params, ParamsError, params_from_dict
 
 T = TypeVar("T")
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+STAGE_ERRORS: tuple[type[BaseException], ...] = (ParamsError, ValueError, FileNotFoundError)
+"""Bad input (params, data, files): a stage reports these in one line (`stage_main`)."""
+
+
+def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
+    """The first mapping key written twice in a composed YAML document: (dotted key, first line, second line).
+
+    Plain PyYAML keeps the last value silently; a params file must not.
+    """
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                line = key.start_mark.line + 1
+                if name in lines:
+                    return ".".join((*path, name)), lines[name], line
+                lines[name] = line
+            found = duplicate_key(value, (*path, name or "?"))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = duplicate_key(item, (*path, str(i)))
+            if found:
+                return found
+    return None
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate a params file; errors name the file and the dotted key."""
+    """Read and validate a params file; errors name the file and the dotted key (a key written twice: both lines)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     with open(path) as f:
+        loader = yaml.SafeLoader(f)  # parse once: check the node tree, then build the values from it
         try:
-            raw = yaml.safe_load(f)
+            node = loader.get_single_node()
+            duplicate = duplicate_key(node)
+            raw = None if node is None else loader.construct_document(node)
         except yaml.YAMLError as e:
-            raise ParamsError("<file>", f"{path} is not valid YAML: {e}") from e
+            raise ParamsError("<file>", f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+        finally:
+            loader.dispose()
+    if duplicate is not None:
+        key, first, second = duplicate
+        raise ParamsError(key, f"written twice in {path} (lines {first} and {second}); keep one")
     try:
         return params_from_dict(raw if raw is not None else {})
     except ParamsError as e:
         raise ParamsError(e.key, f"{str(e).split(': ', 2)[-1]} (in {path})") from None
+
+
+def stage_main(main: Callable[[Sequence[str] | None], None]) -> Callable[[Sequence[str] | None], None]:
+    """Wrap a stage's `main`: bad input (`STAGE_ERRORS`) ends the process with one line `<stage>: <reason>` and
+    exit status 1, without a traceback (anything else is a bug and keeps its traceback)."""
+    stage = Path(main.__code__.co_filename).stem  # also right under `python -m` (module "__main__")
+
+    @functools.wraps(main)
+    def wrapped(argv: Sequence[str] | None = None) -> None:
+        try:
+            main(argv)
+        except STAGE_ERRORS as e:
+            raise SystemExit(f"{stage}: {e}") from None
+
+    return wrapped
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from typing import Any
 from mtmusicldm.config import DataParams, SyntheticParams, params_to_dict
 from mtmusicldm.data.soundfont import SoundFontError
 from mtmusicldm.utils.fs import atomic_dir, md5_file, write_json
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, stage_main, stage_parser
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ def resolve_root(raw: Path) -> tuple[str, Path]:
     return info["source"], root if root.is_absolute() else Path(raw) / root
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("download stage: fetch/generate the multi-track corpus")
     parser.add_argument("--out", type=Path, default=Path("data/raw"))

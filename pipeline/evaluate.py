@@ -45,6 +45,7 @@ from mtmusicldm.evaluation.coherence import CoherenceResult, harmonic_coherence,
 from mtmusicldm.evaluation.embedders import make_embedder
 from mtmusicldm.evaluation.fad import RankDeficientWarning, fad_from_embeddings
 from mtmusicldm.utils.fs import atomic_dir, write_json
+from pipeline._common import stage_main
 from pipeline.report import write_arrangement_csv, write_report
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.json")
@@ -386,6 +387,7 @@ def run(stems: Sequence[str], evaluate: EvaluateParams, samples: Path, shards: P
     return fad
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     from pipeline._common import load_params, stage_parser
 

@@ -25,7 +25,7 @@ from mtmusicldm.data.segment import cut_segment, rms_db, segment_offsets
 from mtmusicldm.data.shards import ShardWriter, encode_sample
 from mtmusicldm.data.slakh import TrackError, TrackSource, load_track, scan_source
 from mtmusicldm.utils.fs import atomic_dir, write_json
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, stage_main, stage_parser
 
 
 @dataclass
@@ -161,6 +161,7 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, data: DataParams,
     return report
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("prepare stage: corpus -> 16 kHz 4-stem segments in WebDataset shards")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="download stage output (source.json)")

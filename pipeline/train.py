@@ -26,7 +26,7 @@ from mtmusicldm.data.latents import LatentsIndex, read_latents_index
 from mtmusicldm.ldm import MTMusicLDM
 from mtmusicldm.model_config import RecommendedSampler, make_model_config
 from mtmusicldm.training.loop import TrainResult, train as train_loop, unet_config_from_params
-from pipeline._common import parse_and_load, stage_parser
+from pipeline._common import parse_and_load, stage_main, stage_parser
 
 RECOMMENDED_SAMPLER = RecommendedSampler("dpmpp_2m", 25)
 """Written into every model trained here (the CLI and studio default): on the trained embedded model DPM-Solver++(2M)
@@ -145,6 +145,7 @@ def run(seed: int, stems: tuple[str, ...], model: ModelParams, diffusion: Diffus
     }
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("train stage: latent shards -> 3D LDM model directory (resumable)")
     parser.add_argument("--latents", type=Path, default=Path("data/latents"), help="encode stage output")
