@@ -14,6 +14,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
+from pipeline._common import load_params
+
 # Stages that touch the network or large files get retries; compute stages fail fast.
 RETRIES = {"download": 2}
 
@@ -68,6 +70,15 @@ def dvc_repro(stage: str, repo: Path, force: bool = False) -> str:
         logger.error("%s failed:\n%s", stage, msg)
         raise StageFailed(f"stage {stage!r} failed (exit {returncode}):\n{msg}")
     return "".join(out_lines)
+
+
+def check_params(repo: Path) -> None:
+    """Validate `repo/params.yaml` before any `dvc repro`.
+
+    DVC deletes a stage's outputs before it runs the stage's command, so a params error found by the stage itself
+    comes after its outputs are gone (back only with `dvc checkout`). Raises ParamsError (one line, key and file).
+    """
+    load_params(repo / "params.yaml")
 
 
 def repro_task(stage: str):
