@@ -20,8 +20,8 @@ LOCAL = "http://127.0.0.1:7860"
 
 @pytest.fixture(scope="module")
 def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    app = create_app(model_dir, max_audio_seconds=1.0, max_job_calls=10, hosts=allowed_hosts("127.0.0.1", ["studio.lan"]),
-                     work_root=tmp_path_factory.mktemp("guard-work"))
+    app = create_app(model_dir, max_audio_seconds=1.0, max_job_calls=10,
+                     hosts=allowed_hosts("127.0.0.1", ["studio.lan"]), work_root=tmp_path_factory.mktemp("guard-work"))
     with TestClient(app, base_url=LOCAL) as c:
         yield c
 
@@ -80,7 +80,8 @@ def test_long_upload_refused_from_the_header_before_decoding(client: TestClient,
     sid = client.post("/api/sessions").json()["session"]
     monkeypatch.setattr(mtmusicldm.audio, "load_audio", no_decoding)
     r = client.put(f"/api/sessions/{sid}/uploads/bass", content=_wav(1.5), headers={"X-Filename": "long.flac"})
-    assert r.status_code == 413 and "'long.flac' is longer than the 1 s the studio accepts (1.5 s)" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert r.status_code == 413 and "'long.flac' is longer than the 1 s the studio accepts (1.5 s)" in detail
     monkeypatch.undo()
     assert client.put(f"/api/sessions/{sid}/uploads/bass", content=_wav(0.9)).status_code == 200
 
