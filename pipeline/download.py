@@ -14,6 +14,7 @@ names, sizes, mtimes), so `prepare` reruns when the corpus changes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import shutil
 import sys
@@ -87,9 +88,16 @@ def fetch(url: str, dest: Path, md5: str, *, chunk: int = 1 << 20) -> Path:
             def blocks():
                 while block := resp.read(chunk):
                     yield block
-            for block in progress(blocks(), total=(total // chunk + 1) if total else None,
-                                  desc=f"download {dest.name}", unit="MiB"):
-                f.write(block)
+            try:
+                for block in progress(blocks(), total=(total // chunk + 1) if total else None,
+                                      desc=f"download {dest.name}", unit="MiB"):
+                    f.write(block)
+                cut = f"the server sent {f.tell()} of {total} bytes" if total and f.tell() < total else None
+            except (http.client.HTTPException, OSError) as e:  # a reset connection, a timeout mid-transfer
+                cut = type(e).__name__
+            if cut is not None:  # http.client ends a cut transfer like a complete one: keep the part, never md5 it
+                raise DownloadError(f"download of {dest.name} interrupted after {f.tell()} bytes ({cut}); rerun "
+                                    f"to resume from {part}")
     got = md5_file(part)
     if got != md5:
         part.unlink()
