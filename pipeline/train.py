@@ -34,12 +34,13 @@ with 25 steps gave the offline FAD of DDIM-200 at a ninth of the time (README, `
 
 
 def make_accelerator(train: TrainParams) -> Accelerator:
-    """Accelerator for this machine: CUDA if present (else CPU/gloo), the params' precision and accumulation."""
+    """Accelerator for this machine: CUDA if present (else CPU/gloo), the params' precision and accumulation, and
+    the lr schedule stepped once per optimizer step (`mtmusicldm.training.loop`)."""
     cuda = torch.cuda.is_available()
     if train.mixed_precision == "fp16" and not cuda:
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on the CPU")
     return Accelerator(cpu=not cuda, mixed_precision=train.mixed_precision,
-                       gradient_accumulation_steps=train.grad_accum)
+                       gradient_accumulation_steps=train.grad_accum, step_scheduler_with_optimizer=False)
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
