@@ -13,18 +13,17 @@ from safetensors.torch import load_file
 
 from mtmusicldm.training import loop
 from mtmusicldm.training.checkpoint import CheckpointError, list_checkpoints
-from test_loop import COND, DIFFUSION, MODEL, TRAIN, make_latents, run_train  # tests/mtmusicldm/training on sys.path
+from test_loop import (  # tests/mtmusicldm/training is on sys.path
+    COND,
+    DIFFUSION,
+    MODEL,
+    TRAIN,
+    _quiet_single_thread,  # noqa: F401 - its autouse fixture applies here too
+    make_latents,
+    run_train,
+)
 
 STATE_FILES = ("model.safetensors", "ema.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_single_thread(monkeypatch):
-    monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def official_lr(lr: float, step: int, warmup_steps: int) -> float:
