@@ -272,6 +272,7 @@ class DiffusionParams:
     timesteps: int
     beta_start: float
     beta_end: float
+    prediction: Literal["eps", "v"]  # what the UNet predicts: the noise (official) or the velocity v
 
     def validate(self, key: str) -> None:
         _check(2 <= self.timesteps <= 100000, f"{key}.timesteps", "must be in [2, 100000]")
@@ -293,6 +294,7 @@ class TrainParams:
     mixed_precision: Literal["no", "bf16", "fp16"]
     grad_checkpointing: bool
     max_grad_norm: float  # 0 = no clipping (official)
+    snr_gamma: float | None  # min-SNR-gamma loss weighting (Hang et al. 2023); null = uniform (official)
     splits: tuple[str, ...]  # splits trained on (official: train + validation; test is held out)
     checkpoint_every: int
     log_every: int
@@ -308,6 +310,8 @@ class TrainParams:
         _check(0 <= self.ema_decay < 1, f"{key}.ema_decay", "must be in [0, 1)")
         _check(0 <= self.cfg_dropout <= 1, f"{key}.cfg_dropout", "must be a probability")
         _check(self.max_grad_norm >= 0, f"{key}.max_grad_norm", "must be >= 0")
+        _check(self.snr_gamma is None or 0 < self.snr_gamma <= 1000, f"{key}.snr_gamma",
+               f"must be null or in (0, 1000], got {self.snr_gamma}")
         _check(len(self.splits) >= 1 and set(self.splits) <= set(SPLITS) and "test" not in self.splits,
                f"{key}.splits", f"must be a non-empty subset of [train, validation] (test is held out), got {list(self.splits)}")
         _check(self.checkpoint_every >= 1 and self.log_every >= 1, f"{key}.checkpoint_every",

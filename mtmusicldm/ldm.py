@@ -24,9 +24,11 @@ from mtmusicldm.audio import load_audio
 from mtmusicldm.codec.codec_dir import Codec, load_codec, write_codec
 from mtmusicldm.codec.latents import LatentScale
 from mtmusicldm.conditioning import ClapConditioner, extract_clap_state_dict, read_checkpoint
+from mtmusicldm.diffusion.denoiser import as_eps_model
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
 from mtmusicldm.geometry import FrameGeometry
 from mtmusicldm.model_config import (
+    config_prediction,
     CLAP_FILE,
     CODEC_SUBDIR,
     RecommendedSampler,
@@ -155,6 +157,16 @@ class MTMusicLDM:
     def recommended_sampler(self) -> RecommendedSampler:
         """What the CLI and the studio sample with by default (DDIM-200 for models that recommend none)."""
         return config_sampler(self.config)
+
+    @property
+    def prediction(self) -> str:
+        """What the UNet predicts: "eps" (official) or "v"."""
+        return config_prediction(self.config)
+
+    @property
+    def eps_model(self) -> Any:
+        """The UNet as an eps model (`unet(x_vp, t, film) -> eps`), whatever it predicts: what samplers run."""
+        return as_eps_model(self.unet, self.prediction, self.schedule)
 
     @property
     def film_dim(self) -> int | None:

@@ -2,9 +2,10 @@
 
 It describes everything needed to sample: the UNet, the noise schedule, the latent scale and shape, the frame
 geometry, the codec directory (`codec/` inside the model directory; older directories may point elsewhere, relative
-to the model directory), the CLAP conditioning and the sampler the model is best used with. `geometry` and
-`recommended_sampler` were added later: a file without them reads as the only geometry there has been
-(`mtmusicldm.geometry.GEOMETRY`) and the official sampler, DDIM with 200 steps.
+to the model directory), the CLAP conditioning and the sampler the model is best used with. `geometry`,
+`recommended_sampler` and `diffusion.prediction` were added later: a file without them reads as the only geometry
+there has been (`mtmusicldm.geometry.GEOMETRY`), the official sampler (DDIM with 200 steps) and an eps-prediction
+UNet.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mtmusicldm.diffusion.denoiser import PREDICTIONS
 from mtmusicldm.diffusion.samplers import SAMPLERS
 from mtmusicldm.geometry import GEOMETRY, FrameGeometry
 from mtmusicldm.models.unet3d import UNet3DConfig
@@ -80,7 +82,7 @@ def unet_config_from_dict(d: Mapping[str, Any], where: str = "config.json") -> U
 
 
 def make_model_config(*, stems: Sequence[str], unet: UNet3DConfig, timesteps: int, beta_start: float,
-                      beta_end: float, scale_factor: float, latent_shape: Sequence[int], segment_samples: int,
+                      beta_end: float, prediction: str = "eps", scale_factor: float, latent_shape: Sequence[int], segment_samples: int,
                       sample_rate: int, conditioning: Mapping[str, Any] | None, uncond_clap: Sequence[float] | None,
                       trained_steps: int, source: str, recommended_sampler: RecommendedSampler,
                       geometry: FrameGeometry = GEOMETRY) -> dict[str, Any]:
@@ -96,7 +98,8 @@ def make_model_config(*, stems: Sequence[str], unet: UNet3DConfig, timesteps: in
     """
     config = {
         "format": LDM_FORMAT, "version": LDM_VERSION, "stems": list(stems), "unet": unet_config_to_dict(unet),
-        "diffusion": {"timesteps": timesteps, "beta_start": beta_start, "beta_end": beta_end},
+        "diffusion": {"timesteps": timesteps, "beta_start": beta_start, "beta_end": beta_end,
+                      "prediction": prediction},
         "scale_factor": float(scale_factor), "latent_shape": [int(v) for v in latent_shape],
         "segment_samples": int(segment_samples), "sample_rate": int(sample_rate), "codec": CODEC_SUBDIR,
         "conditioning": None if conditioning is None else dict(conditioning),
@@ -116,6 +119,14 @@ def _optional(config: Mapping[str, Any], key: str) -> Any:
 def config_geometry(config: Mapping[str, Any], where: str = "config.json") -> FrameGeometry:
     """The frame geometry of a model config (`GEOMETRY` for files that predate the key)."""
     return FrameGeometry.from_dict(_optional(config, "geometry"), f"{where}: geometry")
+
+
+def config_prediction(config: Mapping[str, Any], where: str = "config.json") -> str:
+    """What the model's UNet predicts (`diffusion.prediction`; "eps" for files that predate the key)."""
+    prediction = config["diffusion"].get("prediction", "eps")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"{where}: diffusion.prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+    return str(prediction)
 
 
 def config_sampler(config: Mapping[str, Any], where: str = "config.json") -> RecommendedSampler:
@@ -153,4 +164,5 @@ def validate_model_config(config: Mapping[str, Any], where: str = "config.json")
         raise ValueError(f"{where}: sample_rate {config['sample_rate']} / segment_samples {config['segment_samples']} "
                          f"disagree with the geometry {geometry.to_dict()} and latent_shape (expected {expected})")
     config_sampler(config, where)
+    config_prediction(config, where)
     return unet

@@ -30,9 +30,11 @@ sampled again, with the same item seeds, codec, scale factor, conditioning and s
 freshly initialised from ``sequence_seed(seed, crc32("untrained"))``. Its records carry ``model: "untrained"`` (the
 others ``model: "trained"``) and its files live under ``untrained/<setting>/``; given stems of arrangements point at
 the same ``target/`` files. The official initialisation zero-initialises the output convolutions, so the untrained
-UNet predicts eps = 0 at every step: the sampled latent is then the sampler's own noise, rescaled (arrangements
-still receive the re-noised given stems), decoded by the real codec. That is the honest "no training at all"
-reference (a random-weights network would be an arbitrary one).
+UNet outputs 0 at every step (eps = 0 for an eps-prediction model: the sampled latent is then the sampler's own
+noise, rescaled; v = 0 for a v-prediction model: x0 is estimated as the shrunk noisy input); arrangements still
+receive the re-noised given stems; the result is decoded by the real codec. That is the honest "no training at all"
+reference (a random-weights network would be an arbitrary one). `UntrainedUNet` returns those zeros without running
+the network (the same values, none of the cost).
 """
 from __future__ import annotations
 
@@ -156,8 +158,20 @@ def untrained_model(model: MTMusicLDM, init_seed: int) -> MTMusicLDM:
     """
     with torch.inference_mode(False), torch.random.fork_rng(devices=[]):  # normal tensors even inside inference
         torch.manual_seed(init_seed)
-        unet = UNet3D(model.unet.config).eval()
+        unet = UntrainedUNet(model.unet.config).eval()
     return model.with_unet(unet)
+
+
+class UntrainedUNet(UNet3D):
+    """A freshly initialised `UNet3D` that skips the computation whose result is known: the official init zeroes
+    `conv_out`, so the network's output is exactly zero whatever the input. With a nonzero `conv_out` (e.g. weights
+    loaded into it) it runs the network as usual."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conv_out.weight.any() or self.conv_out.bias.any():
+            return super().forward(x, t, film)
+        self._check_inputs(x, t, film)
+        return x.new_zeros((x.shape[0], self.config.out_stems, *x.shape[2:]))
 
 
 def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParams, model_dir: Path, shards: Path,

@@ -100,7 +100,8 @@ def write_model_dir(out: Path, result: TrainResult, *, stems: Sequence[str], mod
     film_dim, geometry = conditioning.film_dim, index.geometry
     config = make_model_config(
         stems=stems, unet=unet_config_from_params(model, len(stems), film_dim), timesteps=diffusion.timesteps,
-        beta_start=diffusion.beta_start, beta_end=diffusion.beta_end, scale_factor=index.scale_factor,
+        beta_start=diffusion.beta_start, beta_end=diffusion.beta_end, prediction=diffusion.prediction,
+        scale_factor=index.scale_factor,
         latent_shape=index.latent_shape, segment_samples=geometry.segment_samples(index.latent_shape[2]),
         sample_rate=geometry.sample_rate, conditioning=params_to_dict(conditioning) if film_dim is not None else None,
         uncond_clap=index.uncond_clap if film_dim is not None else None, trained_steps=result.step, source="train",

@@ -68,6 +68,43 @@ def _batch_sigma(sigma: Tensor, x: Tensor) -> Tensor:
     return sigma
 
 
+class VPredictionEps(nn.Module):
+    """A v-prediction UNet seen as an eps model, so that every sampler, guidance and inpainting runs it unchanged.
+
+    With ``x_t = a x0 + a sigma eps`` (VP, ``a = 1 / sqrt(1 + sigma^2) = sqrt(abar)``) and
+    ``v = a eps - a sigma x0`` (Salimans & Ho 2022), ``eps = a v + a sigma x_t``. ``sigma(t)`` comes from the
+    training schedule (``t_to_sigma``, exact at integer and log-sigma-interpolated at fractional timesteps).
+
+    Args:
+        unet: ``unet(x_vp, t, film) -> v``.
+        schedule: the training schedule.
+    """
+
+    def __init__(self, unet: EpsModel, schedule: DiffusionSchedule) -> None:
+        super().__init__()
+        self.unet = unet
+        self.schedule = schedule
+
+    def forward(self, x: Tensor, t: Tensor, film: Tensor | None = None) -> Tensor:
+        """Args: x VP sample [B, S, C, T, F], t [B] (or scalar), film. Returns eps [B, S, C, T, F]."""
+        v = self.unet(x, t, film)
+        t = torch.as_tensor(t, device=x.device)
+        sigma = self.schedule.t_to_sigma(t.expand(x.shape[0]) if t.ndim == 0 else t)
+        a = append_dims((1.0 + sigma.to(torch.float64) ** 2).rsqrt(), x.ndim)
+        return (a * v.double() + (a * append_dims(sigma.to(torch.float64), x.ndim)) * x.double()).to(v.dtype)
+
+
+PREDICTIONS: tuple[str, ...] = ("eps", "v")
+"""What a UNet can predict: the noise (official) or the velocity ``v``."""
+
+
+def as_eps_model(unet: EpsModel, prediction: str, schedule: DiffusionSchedule) -> EpsModel:
+    """The eps model of a UNet trained to predict `prediction` (one of `PREDICTIONS`)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    return unet if prediction == "eps" else VPredictionEps(unet, schedule)
+
+
 class EpsDenoiser(nn.Module):
     """Wrap an eps-prediction UNet with discrete timesteps into a sigma-space denoiser.
 

@@ -1,11 +1,12 @@
-"""Training objective of the official model (spec 6): eps-prediction MSE with uniform timesteps."""
+"""Training objective: the official eps-prediction MSE with uniform timesteps (spec 6), plus v-prediction and
+min-SNR weighting as options (embedded profile)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from mtmusicldm.diffusion.denoiser import EpsModel, append_dims
+from mtmusicldm.diffusion.denoiser import PREDICTIONS, EpsModel, append_dims
 from mtmusicldm.diffusion.schedules import DiffusionSchedule
 
 
@@ -31,18 +32,26 @@ def q_sample(x0: Tensor, t: Tensor, noise: Tensor, schedule: DiffusionSchedule) 
 
 
 def diffusion_loss(unet: EpsModel, x0: Tensor, t: Tensor, noise: Tensor, film: Tensor | None = None,
-                   schedule: DiffusionSchedule | None = None) -> Tensor:
-    """Per-sample eps-MSE ``mean_{S,C,T,F} (unet(x_t, t, film) - eps)^2`` (official ``l2`` / ``loss_simple``).
+                   schedule: DiffusionSchedule | None = None, *, prediction: str = "eps",
+                   snr_gamma: float | None = None) -> Tensor:
+    """Per-sample MSE of the UNet's prediction, optionally min-SNR weighted.
 
-    The official total loss is the batch mean of this (logvar = 0, ``l_simple_weight = 1``, no VLB term).
+    The official objective is ``prediction="eps"``, ``snr_gamma=None``: ``mean_{S,C,T,F} (unet(x_t, t, film) -
+    eps)^2`` (official ``l2`` / ``loss_simple``; the total loss is the batch mean, logvar = 0, no VLB term).
+    ``prediction="v"`` regresses ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` instead (Salimans & Ho 2022).
+    ``snr_gamma`` applies min-SNR-gamma weighting (Hang et al. 2023): ``min(SNR, gamma) / SNR`` for eps,
+    ``min(SNR, gamma) / (SNR + 1)`` for v, with ``SNR = abar / (1 - abar)``: each timestep weighs as an x0-loss
+    clipped at gamma, which stops the easy low-noise steps from dominating training.
 
     Args:
-        unet: eps model ``unet(x_t, t, film)``.
+        unet: the model ``unet(x_t, t, film)``.
         x0: clean (scaled) latents ``[B, S, C, T, F]``.
         t: int64 timesteps ``[B]``.
         noise: standard normal ``[B, S, C, T, F]``.
         film: conditioning ``[B, D]`` (after CFG dropout) or None.
         schedule: training schedule (default: the official one).
+        prediction: "eps" (official) or "v".
+        snr_gamma: min-SNR gamma (> 0), or None for uniform weights (official).
 
     Returns:
         loss ``[B]``.
@@ -50,9 +59,28 @@ def diffusion_loss(unet: EpsModel, x0: Tensor, t: Tensor, noise: Tensor, film: T
     schedule = DiffusionSchedule() if schedule is None else schedule
     if noise.shape != x0.shape or t.shape != (x0.shape[0],):
         raise ValueError(f"shapes x0 {tuple(x0.shape)}, noise {tuple(noise.shape)}, t {tuple(t.shape)} mismatch")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     x_t = q_sample(x0, t, noise, schedule)
-    eps_hat = unet(x_t, t, film)
-    return (eps_hat - noise).pow(2).flatten(1).mean(dim=1)
+    out = unet(x_t, t, film)
+    if prediction == "eps" and snr_gamma is None:  # the official objective, exactly
+        return (out - noise).pow(2).flatten(1).mean(dim=1)
+    buffers = schedule.official_buffers()
+    idx = t.detach().long().cpu()
+    sqrt_ab = buffers["sqrt_alphas_cumprod"][idx].to(device=x0.device, dtype=torch.float64)
+    sqrt_1m_ab = buffers["sqrt_one_minus_alphas_cumprod"][idx].to(device=x0.device, dtype=torch.float64)
+    if prediction == "v":
+        target = (append_dims(sqrt_ab, x0.ndim) * noise - append_dims(sqrt_1m_ab, x0.ndim) * x0).to(out.dtype)
+    else:
+        target = noise
+    loss = (out - target).pow(2).flatten(1).mean(dim=1)
+    if snr_gamma is None:
+        return loss
+    if not snr_gamma > 0:
+        raise ValueError(f"snr_gamma must be > 0 or None, got {snr_gamma}")
+    snr = (sqrt_ab / sqrt_1m_ab) ** 2
+    weight = snr.clamp(max=snr_gamma) / (snr + 1.0 if prediction == "v" else snr)
+    return loss * weight.to(loss.dtype)
 
 
 def sample_timesteps(batch: int, num_timesteps: int, generator: torch.Generator,

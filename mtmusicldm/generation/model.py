@@ -13,7 +13,8 @@ from mtmusicldm.geometry import FRAME_SAMPLES
 class GenerationModel(Protocol):
     """What generation needs from a model (`mtmusicldm.ldm.MTMusicLDM` satisfies it).
 
-    ``unet(x [B, S, C, T', F'], t [B], film [B, D] | None) -> eps``; ``config`` holds ``segment_samples`` and
+    ``eps_model(x [B, S, C, T', F'], t [B], film [B, D] | None) -> eps`` is what the samplers run (the UNet, or
+    its eps view when it predicts v); ``unet`` is the network itself; ``config`` holds ``segment_samples`` and
     ``sample_rate``; ``latent_shape`` is ``[S, C, T', F']``; ``codec`` is a
     :class:`~mtmusicldm.codec.codec_dir.Codec`; ``clap`` is a conditioner (``embed_audio``, ``embed_text``,
     ``uncond_embedding``) or None.
@@ -22,6 +23,8 @@ class GenerationModel(Protocol):
     unet: Any
     config: Mapping[str, Any]
 
+    @property
+    def eps_model(self) -> Any: ...
     @property
     def scale_factor(self) -> float: ...
     @property

@@ -50,7 +50,7 @@ def sample_segment_latents(model: GenerationModel, seeds: Sequence[int], *, wind
     noise = randn_like_per_sample(torch.empty(b, *model.latent_shape, device=device), gens)
     if mask is not None and not bool(expand_mask(mask, noise).any()):
         known, mask = None, None  # nothing known: plain generation
-    return sample_latents(model.unet, noise, sampler=sampler, steps=steps, eta=eta, film=film, uncond_film=uncond,
+    return sample_latents(model.eps_model, noise, sampler=sampler, steps=steps, eta=eta, film=film, uncond_film=uncond,
                           guidance_scale=guidance_scale, known=known, stem_mask=mask, noise_mode=noise_mode,
                           replace_known_at_end=True, final_sigma_zero=final_sigma_zero, generator=gens,
                           schedule=model.schedule, progress=progress)

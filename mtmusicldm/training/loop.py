@@ -260,7 +260,8 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
                     if uncond is not None:
                         film = cfg_dropout(film, uncond, train.cfg_dropout, _generator(seed, "cfg", rank, step, micro))
                 with accelerator.accumulate(unet):
-                    loss = diffusion_loss(unet, x0, t, noise, film, schedule).mean()
+                    loss = diffusion_loss(unet, x0, t, noise, film, schedule, prediction=diffusion.prediction,
+                                          snr_gamma=train.snr_gamma).mean()
                     mean_loss = float(accelerator.reduce(loss.detach().float().clone(), "mean"))
                     if not math.isfinite(mean_loss):
                         raise NonFiniteLossError(

@@ -192,3 +192,14 @@ def test_sample_stage_untrained_reference(setup: dict[str, Path]) -> None:
     sa, sb = a.unet.state_dict(), b.unet.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], v) for k, v in model.unet.state_dict().items())
+    # the zeros it returns without computing are what the network computes; with a nonzero conv_out it runs it
+    from mtmusicldm.models.unet3d import UNet3D
+
+    plain = UNet3D(model.unet.config).eval()
+    plain.load_state_dict(sa)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        assert torch.equal(a.unet(x, t), plain(x, t))
+        a.unet.conv_out.bias.fill_(0.5)
+        plain.conv_out.bias.fill_(0.5)
+        assert torch.equal(a.unet(x, t), plain(x, t)) and a.unet(x, t).abs().sum() > 0

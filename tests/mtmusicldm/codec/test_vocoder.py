@@ -85,8 +85,40 @@ def test_griffin_lim_recovers_sine_frequency(freq: float) -> None:
     wav = GriffinLimVocoder(n_iter=32)(mel)[0].numpy()
     spectrum = np.abs(np.fft.rfft(wav * np.hanning(len(wav))))
     peak = np.fft.rfftfreq(len(wav), 1 / 16000)[spectrum.argmax()]
-    assert abs(peak - freq) < 0.04 * freq
+    assert abs(peak - freq) < 0.06 * freq  # within a mel bin (the vocoder only sees 64 bins)
     assert 0.05 < np.sqrt(np.mean(wav**2)) < 1.0  # energy is recovered, not silence
+
+
+def test_griffin_lim_matches_librosa_and_items_are_independent() -> None:
+    """Our batched loop is librosa's algorithm: in float64, from the same initial phase (librosa `init=None`:
+    phase 1), the output is librosa's; in float32 (what the vocoder runs) the first iterations agree to float32
+    precision and the chaotic later ones reach the same spectral convergence. An item's result does not depend on
+    the batch it is in."""
+    import librosa
+
+    from mtmusicldm.codec.vocoder import griffin_lim
+
+    n = 4800
+    wav = np.stack([_sine(440.0, n), _sine(1500.0, n) + 0.5 * _sine(220.0, n)])
+    gl = GriffinLimVocoder()
+    mag = torch.from_numpy(np.stack([gl.magnitude(m) for m in log_mel(wav)[:, : n // 160].numpy()]))
+    mag = torch.nn.functional.pad(mag, (0, 1), mode="replicate")  # float64, n // 160 + 1 frames
+    ones = torch.ones(mag.shape, dtype=torch.complex128)
+    exact = griffin_lim(mag, ones, n_fft=1024, hop=160, n_iter=32, length=n)
+    single = griffin_lim(mag.float(), ones, n_fft=1024, hop=160, n_iter=32, length=n)
+    for i in range(2):
+        target = mag[i].numpy()
+        ref = librosa.griffinlim(target, n_iter=32, hop_length=160, win_length=1024, n_fft=1024, window="hann",
+                                 center=True, length=n, pad_mode="reflect", init=None)
+        np.testing.assert_allclose(exact[i].numpy(), ref, atol=1e-5)
+
+        def convergence(w: np.ndarray) -> float:
+            s = np.abs(librosa.stft(w.astype(np.float64), n_fft=1024, hop_length=160))
+            return float(np.linalg.norm(s - target) / np.linalg.norm(target))
+
+        assert convergence(single[i].numpy()) < 1.1 * convergence(ref), i
+    mel = log_mel(wav)[:, : n // 160]
+    torch.testing.assert_close(gl(mel)[1], gl(mel[1:])[0])
 
 
 def test_griffin_lim_rejects_wrong_mel_bins() -> None:

@@ -90,3 +90,66 @@ def test_cfg_dropout_edge_cases() -> None:
     assert torch.equal(cfg_dropout(film, uncond, 1.0, torch.Generator().manual_seed(0)), uncond)
     with pytest.raises(ValueError):
         cfg_dropout(film, uncond, 1.5, torch.Generator())
+
+
+# ---------------------------------------------------------------------------------------------------- v, min-SNR
+def _v_oracle(x0: Tensor, noise: Tensor):
+    """A v-model that knows the data: v = sqrt(abar) eps - sqrt(1 - abar) x0 from its own x0 and eps."""
+    ab = SCHEDULE.official_buffers()
+
+    def model(x_t: Tensor, t_in: Tensor, film: Tensor | None) -> Tensor:
+        a, s = ab["sqrt_alphas_cumprod"][t_in], ab["sqrt_one_minus_alphas_cumprod"][t_in]
+        return a.view(-1, 1, 1, 1, 1) * noise - s.view(-1, 1, 1, 1, 1) * x0
+
+    return model
+
+
+def test_v_prediction_loss_and_its_eps_view() -> None:
+    from mtmusicldm.diffusion.denoiser import VPredictionEps, as_eps_model
+
+    x0, noise, t = _data()
+    v_model = _v_oracle(x0, noise)
+    assert torch.allclose(diffusion_loss(v_model, x0, t, noise, prediction="v"), torch.zeros(3), atol=1e-12)
+    assert diffusion_loss(v_model, x0, t, noise)[1:].min() > 0.1  # read as eps it is wrong (v ~ eps at t = 0)
+    eps = VPredictionEps(v_model, SCHEDULE)(q_sample(x0, t, noise, SCHEDULE), t)
+    torch.testing.assert_close(eps, noise, atol=1e-5, rtol=0)  # the eps view recovers the true noise
+    assert as_eps_model(v_model, "eps", SCHEDULE) is v_model
+    with pytest.raises(ValueError, match="prediction"):
+        as_eps_model(v_model, "x0", SCHEDULE)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_min_snr_weights_match_diffusers_compute_snr(prediction: str) -> None:
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    x0, noise, t = _data()
+    t = torch.tensor([3, 120, 999])
+    zero = lambda x, tt, f: torch.zeros_like(x)  # noqa: E731
+    plain = diffusion_loss(zero, x0, t, noise, prediction=prediction)
+    weighted = diffusion_loss(zero, x0, t, noise, prediction=prediction, snr_gamma=5.0)
+    oracle = DDPMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear")
+    snr = compute_snr(oracle, t).double()
+    expected = snr.clamp(max=5.0) / (snr + 1 if prediction == "v" else snr)
+    torch.testing.assert_close((weighted / plain).double(), expected, rtol=1e-4, atol=0)
+    assert expected[0] < 0.1 and expected[-1] == pytest.approx(1.0 if prediction == "eps" else snr[-1] / (snr[-1] + 1))
+    with pytest.raises(ValueError, match="snr_gamma"):
+        diffusion_loss(zero, x0, t, noise, snr_gamma=0.0)
+
+
+def test_sampling_a_v_model_reaches_its_data_point() -> None:
+    """A v-model that knows the only training point, sampled through the eps view, lands on that point."""
+    from mtmusicldm.diffusion.denoiser import VPredictionEps
+    from mtmusicldm.diffusion.sampling import sample_latents
+
+    target = torch.randn(1, *SHAPE[1:], generator=torch.Generator().manual_seed(3))
+
+    def v_model(x_t: Tensor, t_in: Tensor, film: Tensor | None) -> Tensor:
+        sigma = SCHEDULE.t_to_sigma(torch.as_tensor(t_in).reshape(-1)).view(-1, 1, 1, 1, 1).float()
+        a = (1 + sigma**2).rsqrt()
+        eps = (x_t - a * target) / (a * sigma)
+        return a * eps - a * sigma * target
+
+    noise = torch.randn(1, *SHAPE[1:], generator=torch.Generator().manual_seed(4))
+    out = sample_latents(VPredictionEps(v_model, SCHEDULE), noise, sampler="dpmpp_2m", steps=10)
+    torch.testing.assert_close(out, target, atol=1e-3, rtol=0)

@@ -63,6 +63,10 @@ class TinyModel:
     def film_dim(self) -> int | None:
         return self.unet.config.film_dim
 
+    @property
+    def eps_model(self) -> Any:
+        return self.unet
+
 
 class CopyStemUNet(torch.nn.Module):
     """An eps-model whose denoised estimate of stem ``target`` is the current (noisy) stem ``source``: arrangement

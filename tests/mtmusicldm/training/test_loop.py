@@ -23,11 +23,12 @@ from mtmusicldm.training.checkpoint import CheckpointError, find_latest, list_ch
 SHAPE = (4, 8, 16, 16)
 MODEL = ModelParams(channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
                     num_head_channels=32)
-DIFFUSION = DiffusionParams(timesteps=1000, beta_start=0.0015, beta_end=0.0195)
+DIFFUSION = DiffusionParams(timesteps=1000, beta_start=0.0015, beta_end=0.0195, prediction="eps")
 COND = ConditioningParams(clap="random", amodel="HTSAT-tiny", checkpoint=None, text_model=None, seed=0)
 TRAIN = TrainParams(steps=6, batch_size=1, grad_accum=2, lr=1e-3, weight_decay=0.01, warmup_steps=3,
                     ema_decay=0.999, cfg_dropout=0.5, mixed_precision="no", grad_checkpointing=False,
-                    max_grad_norm=1.0, splits=("train",), checkpoint_every=2, log_every=1, num_workers=0)
+                    max_grad_norm=1.0, snr_gamma=None, splits=("train",), checkpoint_every=2, log_every=1,
+                    num_workers=0)
 
 
 @pytest.fixture(autouse=True)
