@@ -21,15 +21,16 @@ What stays ours, on top, and why:
 * Refusal: `state.json` records the params sections that must not change on resume (hashed per section,
   `params_hashes` / `check_frozen`) next to those that may (train schedule, data).
 * Exact resume: `load_state` swallows a failure to restore the RNG states (it logs "Could not load random states"
-  and goes on), which would silently break exact resume. `state.json` records a fingerprint of every rank's RNG
-  states and `load_checkpoint` checks it after loading.
+  and goes on), which would silently break exact resume. `state.json` records the sha256 of every rank's
+  `random_states_<rank>.pkl`, and `load_checkpoint` refuses a file that does not match before loading. (The file,
+  not the live states: another thread of the process may draw from the global RNGs at any time, e.g. the
+  `websockets` keepalive of a Prefect client calls `random.getrandbits`.)
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import uuid
@@ -37,13 +38,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import RNG_STATE_NAME, broadcast_object_list, gather_object
 from safetensors.torch import load_file, save_file
 
-from mtmusicldm.utils.fs import atomic_file, clean_stale_tmp
+from mtmusicldm.utils.fs import atomic_file, clean_stale_tmp, sha256_file
 
 CHECKPOINT_FORMAT = "mtmusicldm-ldm-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: Accelerate state (1: our own model/ema/optimizer files and JSON RNG states)
@@ -82,17 +82,6 @@ def check_frozen(saved: Mapping[str, str], current: Mapping[str, str], where: Pa
         raise CheckpointError(
             f"{where} was trained with different {', '.join(differ)} params; these cannot change when resuming. "
             f"Restore the previous values, or move {where.parent} away to train from scratch.")
-
-
-def rng_fingerprint() -> str:
-    """sha256 of this process's python, numpy and torch CPU (and CUDA) RNG states: equal iff the states are."""
-    h = hashlib.sha256(repr(random.getstate()).encode())
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    h.update(f"{kind}:{pos}:{has_gauss}:{gauss}".encode() + keys.tobytes())
-    h.update(torch.get_rng_state().numpy().tobytes())
-    for state in torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []:
-        h.update(state.numpy().tobytes())
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,9 +202,9 @@ def save_checkpoint(accelerator: Accelerator, root: Path, step: int, ema: torch.
         tmp.mkdir(parents=True)
     try:
         accelerator.wait_for_everyone()
-        rngs = gather_object([rng_fingerprint()])
         with CheckpointHooks(accelerator, ema):
             accelerator.save_state(str(tmp), safe_serialization=True)
+        rngs = gather_object([sha256_file(_rng_file(tmp, accelerator.process_index))])
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if params_yaml is not None:
@@ -249,13 +238,19 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: Mapping[str, An
         ema: the EMA UNet to load.
 
     Raises:
-        CheckpointError: the RNG states were not restored although this rank saved them (the world size is the
-            same), so the run could not continue exactly.
+        CheckpointError: this rank's RNG states file is missing or not the one saved (with the same world size),
+            so the run could not continue exactly.
     """
+    rank, rng_file = accelerator.process_index, _rng_file(path, accelerator.process_index)
+    if state["world_size"] == accelerator.num_processes and (
+            not rng_file.is_file() or sha256_file(rng_file) != state["rng_sha256"][rank]):
+        raise CheckpointError(f"{path}: the RNG states of rank {rank} ({rng_file.name}) are missing or damaged, so "
+                              "training cannot continue exactly; use an older checkpoint or move "
+                              f"{path.parent} away to train from scratch")
     with CheckpointHooks(accelerator, ema):
         accelerator.load_state(str(path))
-    rank, saved = accelerator.process_index, state["rng_sha256"]
-    if state["world_size"] == accelerator.num_processes and saved[rank] != rng_fingerprint():
-        raise CheckpointError(f"{path}: the RNG states of rank {rank} (random_states_{rank}.pkl) could not be "
-                              "restored, so training cannot continue exactly; use an older checkpoint or move "
-                              f"{path.parent} away to train from scratch")
+
+
+def _rng_file(directory: Path, rank: int) -> Path:
+    """Accelerate's RNG states file of `rank` (`accelerate.utils.RNG_STATE_NAME`)."""
+    return Path(directory) / f"{RNG_STATE_NAME}_{rank}.pkl"

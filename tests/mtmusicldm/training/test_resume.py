@@ -121,12 +121,17 @@ def test_changed_train_params_apply_from_the_resumed_step(tmp_path: Path) -> Non
     assert optimizer["param_groups"][0]["weight_decay"] == 0.5
 
 
-def test_rng_states_that_cannot_be_restored_are_refused(tmp_path: Path, global_rng_in_the_loss: None) -> None:
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_rng_states_that_cannot_be_restored_are_refused(tmp_path: Path, damage: str) -> None:
     """Accelerate's load_state only logs a failure to restore RNG states; resuming inexactly is refused."""
     index = make_latents(tmp_path / "lat")
     run_train(index, tmp_path / "ck", steps=2)
-    (tmp_path / "ck" / "step-2" / "random_states_0.pkl").write_bytes(b"not a pickle")
-    with pytest.raises(CheckpointError, match="RNG states of rank 0 .* could not be restored"):
+    rng_file = tmp_path / "ck" / "step-2" / "random_states_0.pkl"
+    if damage == "garbage":
+        rng_file.write_bytes(b"not a pickle")
+    else:
+        rng_file.unlink()
+    with pytest.raises(CheckpointError, match=r"RNG states of rank 0 \(random_states_0.pkl\) are missing or damaged"):
         run_train(index, tmp_path / "ck", steps=4)
     assert [s for s, _ in list_checkpoints(tmp_path / "ck")] == [2]
 
