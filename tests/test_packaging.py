@@ -30,7 +30,7 @@ NOT_DECLARED = {  # imported, deliberately not in pyproject.toml, and why
     "tinysoundfont": "its declared pyaudio needs PortAudio headers: `make` installs it --no-deps from "
                      "requirements-nodeps.lock",
 }
-OWN = {"mtmusicldm", "pipeline", "flows", "studio", "cli", "tests", "tiny_generation", "test_codec_dir"}
+OWN = {"mtmusicldm", "pipeline", "flows", "studio", "cli", "tests", "tiny_generation", "test_codec_dir", "test_loop"}
 
 
 def _norm(name: str) -> str:
