@@ -102,11 +102,11 @@ def time_model(model: Any, sampler: str, steps: int, guidance: float, repeats: i
 
 def fad_column(model: Any, shards: Path, configs: list[tuple[str, int]], count: int, seed: int) -> dict[str, float]:
     """FAD (offline backbone) of each sampler's generated mixes vs the test-split mixes; {} without the module."""
-    if importlib.util.find_spec("mtmusicldm.evaluation.audio_sets") is None:
+    if importlib.util.find_spec("mtmusicldm.evaluation.fad_table") is None:
         return {}
     from mtmusicldm.audio import save_audio
     from mtmusicldm.data.shards import iter_samples, list_shards
-    from mtmusicldm.evaluation.audio_sets import fad_dirs
+    from mtmusicldm.evaluation import FadTable, OfflineEmbedder
     from mtmusicldm.generation import generate, mix_stems
 
     out: dict[str, float] = {}
@@ -119,7 +119,7 @@ def fad_column(model: Any, shards: Path, configs: list[tuple[str, int]], count: 
             audio = generate(model, count, seed=seed, sampler=sampler, steps=steps, batch_size=4)
             for k in range(count):
                 save_audio(gen / f"{k:05d}.wav", mix_stems(audio[k]).numpy(), 16000, subtype="FLOAT")
-            out[f"{sampler}:{steps}"] = fad_dirs(gen, ref, "offline").value
+            out[f"{sampler}:{steps}"] = FadTable(OfflineEmbedder()).fad(gen, ref, f"{sampler}:{steps}").value
     return out
 
 

@@ -44,17 +44,19 @@ def _backbone_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> None:
     """The value on stdout (or a JSON record with --json), details on stderr."""
-    from pipeline.evaluate import FadTable  # the evaluate stage's folder-to-folder FAD (imported when used)
+    from mtmusicldm.evaluation.fad_table import FadTable  # the one folder-to-folder FAD (imported when used)
 
     kwargs = _backbone_kwargs(args)
     for d in (args.dir_a, args.dir_b):
         if not d.is_dir():
             raise FileNotFoundError(f"{d} is not a folder of audio files")
     table = FadTable(make_embedder(args.backbone, **kwargs), args.cache)
-    value = table.fad(args.dir_a, args.dir_b, "fad", recursive_a=args.recursive, recursive_b=args.recursive)
+    row = table.fad(args.dir_a, args.dir_b, "fad", recursive_a=args.recursive, recursive_b=args.recursive)
+    value = round(row.value, 6)
     a, b = (table.embeddings(d, args.recursive) for d in (args.dir_a, args.dir_b))
     emb = table.embedder
-    record = {"fad": value, "dir_a": str(args.dir_a), "dir_b": str(args.dir_b), "files_a": len(a.names),
+    record = {"fad": value, "ci95": [round(row.low, 6), round(row.high, 6)], "dir_a": str(args.dir_a),
+              "dir_b": str(args.dir_b), "files_a": len(a.names),
               "files_b": len(b.names), "embeddings_a": int(a.embeddings.shape[0]),
               "embeddings_b": int(b.embeddings.shape[0]), "backbone": emb.name, "embedding_dim": int(emb.dim),
               "fingerprint": emb.fingerprint(), "comparable_to_paper": bool(emb.comparable_to_paper),
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(record, indent=2))
     else:
         print(f"{value:.6f}")
-    notes = [f"{emb.name} backbone, {record['files_a']} vs {record['files_b']} files "
+    notes = [f"95 % interval [{row.low:.6f}, {row.high:.6f}] ({table.n_boot} bootstrap resamples of the files)",
+             f"{emb.name} backbone, {record['files_a']} vs {record['files_b']} files "
              f"({record['embeddings_a']} vs {record['embeddings_b']} embeddings of {emb.dim} dims)"]
     if record["rank_deficient"]:
         notes.append(f"rank-deficient covariance: fewer than {emb.dim + 1} embeddings in a set (biased, noisy)")

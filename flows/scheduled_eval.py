@@ -84,7 +84,8 @@ def evaluate_latest(repo: str = str(_env.REPO_ROOT), keys: list[str] | None = No
         repro_task(stage)(stage, root)
     entry = record(root)
     history = read_history(root)
-    keys = keys or ["table1.uncond", "table1.audio_cond", "table1.floor.mix", "table1.ceiling.mix"]
+    keys = keys or ["table1.uncond.value", "table1.audio_cond.value", "table1.floor_heldout.mix.value",
+                    "table1.ceiling.mix.value"]
     rows = [{"time": h["time"], "git_rev": h.get("git_rev"), "trained_steps": h.get("trained_steps"),
              "model": h.get("model_sha256"), **{k: h["metrics"].get(k) for k in keys}} for h in history]
     create_table_artifact(table=rows, key="mtmusicldm-evaluation-history",

@@ -355,13 +355,18 @@ class SampleParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """The `evaluate` stage: FAD (Tables 1-3), reference rows and coherence metrics."""
+    """The `evaluate` stage: FAD (Tables 1-3) with 95 % intervals, reference rows, coherence metrics."""
 
-    backbone: str  # a key of mtmusicldm.evaluation.embedders.EMBEDDERS; offline: no weights, NOT comparable with FAD
-    vggish_weights: str | None  # vggish-10086976.pth (torchvggish release), required for backbone vggish
+    backbone: str  # a key of mtmusicldm.evaluation.embedders.EMBEDDERS; offline/crepe: NOT comparable with FAD
+    vggish_weights: str | None  # vggish-10086976.pth (torchvggish release); or vggish_hub_dir, for backbone vggish
+    vggish_hub_dir: str | None  # torch hub cache with harritaylor/torchvggish (frechet-audio-distance's loader)
     clap_checkpoint: str | None  # CLAP weights for backbone clap (MusicLDM clap-ckpt.pt)
+    crepe_model: Literal["tiny", "full"]  # backbone crepe: network size
+    crepe_hop_s: float  # backbone crepe: frame hop in seconds
     text_references: dict[str, str]  # Table 2: prompt -> folder of reference clips tagged with it
     coherence: bool  # rhythmic/harmonic coherence of arrangements (real data = the ceiling)
+    notes: Literal["off", "single", "all"]  # note-level coherence: off | total + 1-stem arrangements | all
+    bootstrap: int  # resamples behind every 95 % interval
     seed: int
 
     def validate(self, key: str) -> None:
@@ -370,9 +375,12 @@ class EvaluateParams:
         _check(self.backbone in EMBEDDERS, f"{key}.backbone",
                f"must be one of {sorted(EMBEDDERS)}, got {self.backbone!r}")
         if self.backbone == "vggish":
-            _check(self.vggish_weights is not None, f"{key}.vggish_weights", "is required for backbone vggish")
+            _check((self.vggish_weights is None) != (self.vggish_hub_dir is None), f"{key}.vggish_weights",
+                   "backbone vggish needs exactly one of vggish_weights (a .pth file) and vggish_hub_dir")
         if self.backbone == "clap":
             _check(self.clap_checkpoint is not None, f"{key}.clap_checkpoint", "is required for backbone clap")
+        _check(self.crepe_hop_s > 0, f"{key}.crepe_hop_s", f"must be > 0, got {self.crepe_hop_s}")
+        _check(self.bootstrap >= 10, f"{key}.bootstrap", f"must be >= 10 resamples, got {self.bootstrap}")
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,26 @@
-"""The evaluation report: ``evaluation.md`` (our FAD beside the paper's, reference rows, coherence) and figures.
+"""The evaluation report ``evaluation.md``: trained vs untrained vs shuffled vs real at a glance, then Tables 1-3
+beside the paper's, coherence at signal and note level, the transcriber's F1; every number with its 95 % interval.
 
-Written by the evaluate stage (``pipeline/evaluate.py``) from its metrics; every number in the markdown comes from
-``fad.json`` / ``coherence.json``, the paper's from ``pipeline/paper_results.json`` (copied into fad.json). Also
-``arrangement.csv`` (a metrics file for DVC plots: one row per combination) and the figures ``fad_arrangement.png``
-(grouped bars for the 14 combinations: ours, floor, held-out floor, ceiling, paper; one panel per protocol) and
-``spectrograms.png`` (log-mel of a few target vs generated (vs untrained) mixes).
+Written by the evaluate stage (``pipeline/evaluate.py``) from its metrics; every number comes from ``fad.json`` /
+``coherence.json``, the paper's from ``pipeline/paper_results.json`` (copied into fad.json). ``summary_rows`` is
+also ``summary.json``. Figures and ``arrangement.csv``: ``pipeline/report_figures.py``.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mtmusicldm.audio import load_audio
 from mtmusicldm.utils.fs import atomic_file
+from pipeline.report_figures import plot_arrangement, plot_spectrograms
 
-CSV_COLUMNS = ["combination", "mixture", "stems", "floor_mixture", "floor_stems", "ceiling_mixture", "ceiling_stems",
-               "paper_mixture", "paper_stems", "floor_heldout_mixture", "floor_heldout_stems"]
+__all__ = ["banner", "markdown", "summary_rows", "write_report"]
+
 PAPER_SAMPLES = "300 arrangement / 150 text samples of 10.24 s, VGGish, DDIM 200 steps"
-SPECTROGRAM_ITEMS = 3
+SOURCES = ("trained", "untrained", "shuffled", "real")
+_COH_SOURCE = {"trained": "generated", "untrained": "untrained", "shuffled": "shuffled", "real": "real"}
+_NOTE_METRICS = {"pitch_class": "pitch-class agreement", "bass_root": "bass-root agreement",
+                 "onset_alignment": "onset alignment"}
 
 
 def banner(fad: dict[str, Any]) -> str | None:
@@ -30,25 +28,93 @@ def banner(fad: dict[str, Any]) -> str | None:
     if fad["comparable_to_paper"]:
         return None
     return (f"**{fad['backbone']} backbone: not comparable with published VGGish FAD.** Compare our rows with the "
-            "floor / ceiling rows measured with the same backbone, not with the paper's numbers.")
-
-
-def _f(v: Any) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-def _row(label: str, values: Sequence[Any]) -> str:
-    return "| " + " | ".join([label, *(_f(v) if not isinstance(v, str) else v for v in values)]) + " |"
-
-
-def _header(cols: Sequence[str]) -> list[str]:
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            "reference rows measured with the same backbone, not with the paper's numbers.")
 
 
 def _get(d: Any, *keys: str) -> Any:
     for k in keys:
         d = d.get(k) if isinstance(d, dict) else None
     return d
+
+
+def _f(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _ci(rec: Any) -> str:
+    """"value [low, high]" of an interval record, a plain number, or "–"."""
+    if isinstance(rec, dict):
+        if rec.get("value") is None:
+            return "–"
+        return f"{rec['value']:.3f} [{_f(rec.get('low'))}, {_f(rec.get('high'))}]"
+    return _f(rec)
+
+
+def _table(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(c if isinstance(c, str) else _ci(c) for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+
+
+def _verdict(a: dict[str, Any] | None, b: dict[str, Any] | None, better: str) -> str | None:
+    """"better" / "worse" when the intervals of a (trained) and b do not overlap, "overlap" when they do."""
+    if not a or not b or None in (a.get("low"), a.get("high"), b.get("low"), b.get("high")):
+        return None
+    if a["high"] < b["low"]:
+        return "better" if better == "lower" else "worse"
+    if a["low"] > b["high"]:
+        return "better" if better == "higher" else "worse"
+    return "overlap"
+
+
+def summary_rows(fad: dict[str, Any], coherence: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline comparisons: FAD (lower is better) and coherence (higher is better) of the trained model, the
+    untrained model, shuffled real stems and real audio, with intervals and overlap verdicts."""
+    t1, t3 = fad["table1"], fad.get("table3") or {}
+    key = "audio_cond" if "audio_cond" in t1 else "uncond"
+    rows = [("total generation FAD (mix)", "lower", {"trained": t1.get(key), "untrained": _get(t1, "ceiling", "mix"),
+                                                     "shuffled": _get(t1, "shuffled", "mix"),
+                                                     "real": _get(t1, "floor_heldout", "mix")})]
+    n = len(t3.get("combinations") or [])
+    for proto in ("mixture", "stems"):
+        if t3:
+            rows.append((f"arrangement FAD, {proto} protocol (mean of {n})", "lower",
+                         {s: _get(t3, "mean", proto, s) for s in SOURCES}))
+    if coherence.get("enabled") and "mean_delta" in coherence:
+        for part in ("arrangement", "total"):
+            for metric in ("rhythmic", "harmonic"):
+                rows.append((f"{part}: {metric} coherence delta (mean)", "higher",
+                             {s: _get(coherence, "mean_delta", part, _COH_SOURCE[s], metric) for s in SOURCES}))
+    if _get(coherence, "notes", "enabled"):
+        for part in ("arrangement", "total"):
+            for metric, label in _NOTE_METRICS.items():
+                rows.append((f"{part}: {label} (mean)", "higher",
+                             {s: _get(coherence, "notes", "mean", part, _COH_SOURCE[s], metric) for s in SOURCES}))
+    out = []
+    for measure, better, vals in rows:
+        if all(v is None for v in vals.values()):
+            continue
+        out.append({"measure": measure, "better": better, **vals,
+                    "trained_vs_untrained": _verdict(vals["trained"], vals["untrained"], better),
+                    "trained_vs_shuffled": _verdict(vals["trained"], vals["shuffled"], better)})
+    return out
+
+
+def _headline(summary: dict[str, Any]) -> list[str]:
+    lines = ["## Trained vs untrained vs shuffled vs real", "",
+             "Each cell: value [95 % interval]. *shuffled* = real stems of different songs mixed (right timbres, no "
+             "coherence); *real* = held-out real segments (FAD) or the ground-truth stems (coherence). A model that "
+             "learned must beat *untrained* (and, on coherence, *shuffled*) with intervals that do not overlap: the "
+             "last two columns say whether they do (better / worse: apart; overlap: not distinguishable).", ""]
+    rows = [[r["measure"] + (" ↓" if r["better"] == "lower" else " ↑"), *(r[s] for s in SOURCES),
+             r["trained_vs_untrained"] or "–", r["trained_vs_shuffled"] or "–"] for r in summary["rows"]]
+    return lines + _table(["measure", *SOURCES, "trained vs untrained", "trained vs shuffled"], rows)
+
+
+# ---------------------------------------------------------------------------------------------------- tables
 
 
 def protocol_differences(fad: dict[str, Any]) -> list[str]:
@@ -66,22 +132,20 @@ def protocol_differences(fad: dict[str, Any]) -> list[str]:
 
 
 def _table1(fad: dict[str, Any]) -> list[str]:
-    t1, stems = fad["table1"], list(fad["table1"].get("per_stem") or fad["table1"]["floor"]["per_stem"])
+    t1 = fad["table1"]
+    stems = list(t1.get("per_stem") or t1["floor"]["per_stem"])
     lines = ["## Table 1: total generation", "", "FAD of `total/mix` vs `target/mix` and per stem (lower is better).",
-             "", *_header(["row", "mix", *stems])]
-    for key in ("uncond", "audio_cond"):
-        if key in t1:
-            lines.append(_row(f"**ours ({key})**", [t1[key], *(t1["per_stem"][s] for s in stems)]))
-    for name, v in (t1.get("text") or {}).items():
-        lines.append(_row(f"ours `{name}` (mix)", [v, *["–"] * len(stems)]))
-    refs = [("floor: real vs real (halves)", t1["floor"]), ("floor: held-out real segments", t1.get("floor_heldout")),
-            ("ceiling: untrained model", t1.get("ceiling"))]
-    for label, r in refs:
+             ""]
+    rows = [[f"**ours ({k})**", t1[k], *(t1["per_stem"][s] for s in stems)] for k in ("uncond", "audio_cond")
+            if k in t1]
+    rows += [[f"ours `{name}` (mix)", v, *["–"] * len(stems)] for name, v in (t1.get("text") or {}).items()]
+    for label, r in (("untrained model", t1.get("ceiling")), ("shuffled real stems", t1.get("shuffled")),
+                     ("real: held-out segments", t1.get("floor_heldout")),
+                     ("real vs real (halves, N/2 each)", t1["floor"])):
         if r is not None:
-            lines.append(_row(label, [r.get("mix"), *(_get(r, "per_stem", s) for s in stems)]))
-    for name, v in t1["paper"].items():
-        lines.append(_row(f"paper: {name}", [v, *["–"] * len(stems)]))
-    return lines + [""]
+            rows.append([label, r.get("mix"), *(_get(r, "per_stem", s) or "–" for s in stems)])
+    rows += [[f"paper: {name}", v, *["–"] * len(stems)] for name, v in t1["paper"].items()]
+    return lines + _table(["row", "mix", *stems], rows)
 
 
 def _table2(fad: dict[str, Any]) -> list[str]:
@@ -89,41 +153,42 @@ def _table2(fad: dict[str, Any]) -> list[str]:
     if not t2:
         return []
     cols = list(t2["references"])
-    lines = ["## Table 2: text-conditioned generation", "",
-             "FAD of `text_<prompt>/mix` (row) vs the reference folder of each category (column).", "",
-             *_header(["row", *cols])]
-    for p, vals in t2["fad"].items():
-        lines.append(_row(f"**ours: {p}**", [vals[q] for q in cols]))
-    lines.append(_row("floor: reference halves", [t2["floor"][q] for q in cols]))
-    for p, vals in (t2.get("ceiling") or {}).items():
-        lines.append(_row(f"ceiling (untrained): {p}", [vals[q] for q in cols]))
-    for p, vals in t2["paper"].items():
-        if isinstance(vals, dict):
-            lines.append(_row(f"paper: {p}", [vals.get(q) for q in cols]))
-    return lines + [""]
+    rows = [[f"**ours: {p}**", *(vals[q] for q in cols)] for p, vals in t2["fad"].items()]
+    rows.append(["real: reference halves", *(t2["floor"][q] for q in cols)])
+    rows += [[f"untrained: {p}", *(vals[q] for q in cols)] for p, vals in (t2.get("ceiling") or {}).items()]
+    rows += [[f"paper: {p}", *(vals.get(q) for q in cols)] for p, vals in t2["paper"].items() if isinstance(vals, dict)]
+    return ["## Table 2: text-conditioned generation", "",
+            "FAD of `text_<prompt>/mix` (row) vs the reference folder of each category (column).", "",
+            *_table(["row", *cols], rows)]
 
 
 def _table3(fad: dict[str, Any]) -> list[str]:
     t3 = fad.get("table3")
     if not t3:
         return []
-    combos = t3["combinations"]
     lines = ["## Table 3: arrangement generation", "",
              "Combination = the stems GENERATED, the others given. *mixture*: `arrange_X/mix` vs `target/mix`; "
-             "*stems*: `arrange_X/sum` vs `target/sum_X`.", ""]
+             "*stems*: `arrange_X/sum` vs `target/sum_X`. The shuffled row of the stems protocol is left out: its "
+             "set is the target set itself, reordered.", ""]
     for proto in ("mixture", "stems"):
-        floor = _get(t3, "floor", proto)
-        held = _get(t3, "floor_heldout", proto)
-        rows = [("**ours**", [t3[proto][c] for c in combos]),
-                ("floor: real vs real (halves)", [floor if not isinstance(floor, dict) else floor[c] for c in combos]),
-                ("floor: held-out real", None if held is None else
-                 [held if not isinstance(held, dict) else held[c] for c in combos]),
-                ("ceiling: untrained model", None if t3.get("ceiling") is None else
-                 [t3["ceiling"][proto][c] for c in combos]),
-                ("paper: MT-MusicLDM", [t3["paper"][proto].get(c) for c in combos]),
-                ("paper: MSDM", [t3["paper_msdm"][proto].get(c) for c in combos])]
-        lines += [f"### {proto} protocol", "", *_header(["row", *combos])]
-        lines += [_row(label, vals) for label, vals in rows if vals is not None] + [""]
+        cols = ["combination", "**ours**", "untrained", *(["shuffled"] if proto == "mixture" else []), "real held-out",
+                "real halves", "paper MT-MusicLDM", "paper MSDM"]
+        rows = []
+        for c in [*t3["combinations"], "mean"]:
+            def cell(*path: str, c: str = c) -> Any:
+                v = _get(t3, *path)
+                return v if not isinstance(v, dict) or "value" in v else v.get(c)
+            if c == "mean":
+                mean = t3["mean"][proto]
+                shuffled = [mean.get("shuffled")] if proto == "mixture" else []
+                rows.append(["**mean**", mean.get("trained"), mean.get("untrained"), *shuffled, mean.get("real"), "–",
+                             "–", "–"])
+                continue
+            rows.append([c, t3[proto][c], cell("ceiling", proto), *([cell("shuffled", proto)] if proto == "mixture"
+                                                                       else []),
+                         cell("floor_heldout", proto), cell("floor", proto), _get(t3, "paper", proto, c),
+                         _get(t3, "paper_msdm", proto, c)])
+        lines += [f"### {proto} protocol", "", *_table(cols, rows)]
     return lines + ["![FAD per arrangement combination](fad_arrangement.png)", ""]
 
 
@@ -133,33 +198,60 @@ def _coherence(coh: dict[str, Any]) -> list[str]:
         return lines + ["Disabled (`evaluate.coherence: false`).", ""]
     if "skipped" in coh:
         return lines + [f"Skipped: {coh['skipped']}.", ""]
-    lines += ["delta = matched - mismatched pair score (> 0: a stem follows its own context). Arrangements: each "
-              "generated stem vs the mix of the given stems (*real* = the ground-truth stem: the ceiling). Total: "
-              "each stem vs the mix of the other stems of the same sample. Harmonic: pitched stems only.", ""]
+    srcs = [s for s in ("generated", "untrained", "shuffled", "real") if s in (coh["mean_delta"].get("arrangement")
+                                                                              or coh["mean_delta"]["total"])]
+    lines += ["Signal level: delta = matched - mismatched pair score (> 0: a stem follows its own context). "
+              "Arrangements: each generated stem vs the mix of the given stems; *real* = the ground-truth stem; "
+              "*shuffled* = the real stem of another song. Total: each stem vs the other stems of the same sample. "
+              "Harmonic: pitched stems only.", ""]
     for part in ("arrangement", "total"):
-        means = coh["mean_delta"].get(part) or {}
-        if not means:
-            continue
-        srcs = [s for s in ("generated", "real", "untrained") if s in means]
-        lines += [f"### {part}: mean delta", "", *_header(["metric", *srcs])]
-        for metric in ("rhythmic", "harmonic"):
-            lines.append(_row(metric, [means[s][metric] for s in srcs]))
-        lines += ["", *_header(["entry", *(f"{m} {s}" for m in ("rhythmic", "harmonic") for s in srcs)])]
         entries = ([(f"{c}: {g}", v) for c, gs in coh[part].items() for g, v in gs.items()] if part == "arrangement"
                    else list(coh[part].items()))
-        for label, v in entries:
-            lines.append(_row(label, [_get(v, s, m, "delta") for m in ("rhythmic", "harmonic") for s in srcs]))
-        lines.append("")
+        if not entries:
+            continue
+        rows = [[f"{label} ({m})", *(_get(v, s, m, "delta") or "–" for s in srcs)] for m in ("rhythmic", "harmonic")
+                for label, v in entries if any(_get(v, s, m) for s in srcs)]
+        rows += [[f"**mean ({m})**", *(_get(coh, "mean_delta", part, s, m) or "–" for s in srcs)]
+                 for m in ("rhythmic", "harmonic")]
+        lines += [f"### {part}: delta", "", *_table(["entry", *srcs], rows)]
+    return lines + _notes(coh.get("notes") or {}, srcs)
+
+
+def _notes(notes: dict[str, Any], srcs: list[str]) -> list[str]:
+    lines = ["## Note-level coherence (basic-pitch transcriptions)", ""]
+    if not notes.get("enabled"):
+        return lines + ["Disabled (`evaluate.notes: off`).", ""]
+    lines += [f"Settings: {', '.join(notes['settings'])} (`evaluate.notes: {notes['mode']}`). Per item: *pitch-class "
+              "agreement* = share of the stem's note time whose pitch class sounds in the given pitched stems "
+              "within ±0.25 s; *bass-root agreement* = share of bass time on the root of the given stems' chord; "
+              "*onset alignment* = share of the stem's onsets within 50 ms of an onset of the given stems (drums: "
+              "librosa onsets). Mean over items with its interval.", ""]
+    tr = notes.get("transcriber") or {}
+    if tr.get("available"):
+        lines += ["Transcriber note F1 (onset within 50 ms, pitch within 50 cents) on the real stems against the "
+                  "corpus MIDI: how far to trust these numbers.", "",
+                  *_table(["stem", "F1", "items"], [[s, r, str(r["n"])] for s, r in tr["per_stem"].items()])]
+    else:
+        lines += [f"Transcriber F1 not measured: {tr.get('reason', 'no ground truth')}.", ""]
+    for part in ("arrangement", "total"):
+        entries = ([(f"{c}: {g}", v) for c, gs in notes[part].items() for g, v in gs.items()]
+                   if part == "arrangement" else list(notes[part].items()))
+        rows = [[f"{label}: {name}", *(_get(v, s, m) or "–" for s in srcs)] for m, name in _NOTE_METRICS.items()
+                for label, v in entries if any(_get(v, s, m) for s in srcs)]
+        rows += [[f"**mean: {name}**", *(_get(notes, "mean", part, s, m) or "–" for s in srcs)]
+                 for m, name in _NOTE_METRICS.items()]
+        if entries:
+            lines += [f"### {part}", "", *_table(["entry", *srcs], rows)]
     return lines
 
 
-def markdown(fad: dict[str, Any], coherence: dict[str, Any]) -> str:
+def markdown(fad: dict[str, Any], coherence: dict[str, Any], summary: dict[str, Any]) -> str:
     """The report text."""
     model, s = fad["model"], fad["sampling"]
     lines = ["# Evaluation", ""]
     if (b := banner(fad)) is not None:
         lines += [f"> {b}", ""]
-    lines += ["## Setup", "", *_header(["", ""]),
+    lines += ["## Setup", "", "| | |", "|---|---|",
               f"| backbone | {fad['backbone']} ({fad['embedding_dim']}-d, fingerprint `{fad['fingerprint'][:12]}`), "
               f"comparable_to_paper: {fad['comparable_to_paper']} |",
               f"| samples | {fad['items']} per setting, {fad['segment_seconds']:g} s at {fad['sample_rate']} Hz |",
@@ -167,126 +259,31 @@ def markdown(fad: dict[str, Any], coherence: dict[str, Any]) -> str:
               f"| model | source {model.get('source')}, trained steps {model.get('trained_steps')}, "
               f"conditional {model.get('conditional')} |",
               f"| sampling | {s['sampler']}, {s['steps']} steps, eta {s['eta']}, guidance {s['guidance_scale']} "
-              f"(arrangement {s['arrangement_guidance_scale']}, {s['arrangement_conditioning']}) |", "",
-              "Reference rows, same protocol and backbone: **floor** = real test audio against itself (even vs odd "
-              "items: half the files per set, so slightly pessimistic); **held-out floor** = as many other test "
-              "segments vs the targets; **ceiling** = the same settings sampled by the untrained model.", ""]
+              f"(arrangement {s['arrangement_guidance_scale']}, {s['arrangement_conditioning']}) |",
+              f"| intervals | 95 %, {fad['bootstrap']} bootstrap resamples of the items (numpy seed {fad['seed']}): "
+              "percentile interval shifted by the bootstrap's bias estimate (resampling inflates FAD's small-sample "
+              "bias); items resampled together where sets are paired |", ""]
     diffs = protocol_differences(fad)
     if diffs:
         lines += ["Differences from the paper's protocol: " + "; ".join(diffs) + ".", ""]
-    lines += _table1(fad) + _table2(fad) + _table3(fad) + _coherence(coherence)
+    lines += _headline(summary) + _table1(fad) + _table2(fad) + _table3(fad) + _coherence(coherence)
     lines += ["## Spectrograms", "", "![log-mel spectrograms](spectrograms.png)", ""]
     notes = [f"rank-deficient covariance (fewer embeddings than {fad['embedding_dim'] + 1}): "
              + ", ".join(fad["rank_deficient"])] if fad["rank_deficient"] else []
-    notes += fad["notes"]
+    notes += fad["notes"] + [f"{rel}: left out ({why})" for rel, why in (coherence.get("unreadable") or {}).items()]
+    notes += _get(coherence, "notes", "transcriber", "skipped") or []
     if notes:
         lines += ["## Notes", "", *(f"* {n}" for n in notes), ""]
     return "\n".join(lines)
 
 
-def _save(fig: Any, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    with atomic_file(path, "wb") as f:
-        f.write(buf.getvalue())
-
-
-def plot_arrangement(fad: dict[str, Any], path: Path) -> None:
-    """Grouped bars per combination (ours, floor, held-out floor, ceiling, paper), one panel per protocol."""
-    from matplotlib.figure import Figure
-
-    t3 = fad.get("table3")
-    if not t3:  # keep the declared output: a placeholder
-        fig = Figure(figsize=(6, 1.5))
-        fig.text(0.5, 0.5, "no arrangement settings in samples/ (sample.arrangement: false)", ha="center")
-        _save(fig, path)
-        return
-    combos = t3["combinations"]
-    fig = Figure(figsize=(13, 7.5))
-    axes = fig.subplots(2, 1)
-    for ax, proto in zip(axes, ("mixture", "stems")):
-        def series(v: Any) -> list[float]:
-            return [np.nan if (x := (v[c] if isinstance(v, dict) else v)) is None else x for c in combos]
-        bars = [("ours", series(t3[proto])), ("floor (halves)", series(_get(t3, "floor", proto)))]
-        if t3.get("floor_heldout"):
-            bars.append(("floor (held-out)", series(t3["floor_heldout"][proto])))
-        if t3.get("ceiling"):
-            bars.append(("ceiling (untrained)", series(t3["ceiling"][proto])))
-        bars.append(("paper MT-MusicLDM", series(t3["paper"][proto] | {c: None for c in combos
-                                                                        if c not in t3["paper"][proto]})))
-        width = 0.8 / len(bars)
-        x = np.arange(len(combos))
-        for k, (label, vals) in enumerate(bars):
-            ax.bar(x + (k - (len(bars) - 1) / 2) * width, vals, width, label=label)
-        finite = np.array([v for _, vals in bars for v in vals if np.isfinite(v) and v > 0])
-        if finite.size and finite.max() / finite.min() > 50:
-            ax.set_yscale("log")
-        ax.set_xticks(x, combos)
-        ax.set_ylabel(f"FAD ({fad['backbone']})")
-        ax.set_title(f"{proto} protocol")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, bbox_to_anchor=(0.5, -0.02))
-    title = f"Arrangement FAD, {fad['items']} samples per setting"
-    if not fad["comparable_to_paper"]:
-        title += f"\n{fad['backbone']} backbone: not comparable with published VGGish FAD (paper bars on another scale)"
-    fig.suptitle(title)
-    _save(fig, path)
-
-
-def plot_spectrograms(samples: Path, index: dict[str, Any], path: Path) -> None:
-    """Log-mel spectrograms of the first items: target mix, generated mix, untrained mix (when sampled)."""
-    import librosa
-    from matplotlib.figure import Figure
-
-    names = [s["name"] for s in index["settings"]]
-    setting = "total" if "total" in names else names[0]
-    un = (index.get("untrained") or {}).get("dir")
-    cols = [("target", "target/mix"), (setting, f"{setting}/mix")]
-    if un and (samples / un / setting / "mix").is_dir():
-        cols.append((f"untrained {setting}", f"{un}/{setting}/mix"))
-    items = [it["item"] for it in index["items"][:SPECTROGRAM_ITEMS]]
-    sr = int(index["sample_rate"])
-    mels = [[librosa.power_to_db(librosa.feature.melspectrogram(
-        y=load_audio(samples / folder / f"{it}.wav", sr), sr=sr, n_fft=1024, hop_length=160, n_mels=64,
-        fmax=sr / 2), ref=1.0, top_db=None) for _, folder in cols] for it in items]
-    hi = max(float(m.max()) for row in mels for m in row)
-    fig = Figure(figsize=(4 * len(cols), 2.2 * len(items) + 0.6))
-    axes = np.atleast_2d(fig.subplots(len(items), len(cols), squeeze=False))
-    for r, it in enumerate(items):
-        for c, (label, _) in enumerate(cols):
-            ax = axes[r, c]
-            ax.imshow(mels[r][c], origin="lower", aspect="auto", vmin=hi - 80, vmax=hi, cmap="magma")
-            ax.set_title(f"{label}: {it}", fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("log-mel (64 bands, dB, shared scale)")
-    _save(fig, path)
-
-
-def write_arrangement_csv(path: Path, t3: dict[str, Any] | None) -> None:
-    """One row per combination (empty cells for missing values), for DVC plots."""
-    with atomic_file(Path(path), "w") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_COLUMNS)
-        for c in (t3 or {}).get("combinations", []):
-            vals = [t3["mixture"][c], t3["stems"][c], _get(t3, "floor", "mixture"), _get(t3, "floor", "stems", c),
-                    _get(t3, "ceiling", "mixture", c), _get(t3, "ceiling", "stems", c), _get(t3, "paper", "mixture", c),
-                    _get(t3, "paper", "stems", c), _get(t3, "floor_heldout", "mixture"),
-                    _get(t3, "floor_heldout", "stems", c)]
-            w.writerow([c, *("" if v is None else v for v in vals)])
-
-
-def write_report(fad: dict[str, Any], coherence: dict[str, Any], samples: Path, index: dict[str, Any],
-                 out: Path) -> list[Path]:
+def write_report(fad: dict[str, Any], coherence: dict[str, Any], summary: dict[str, Any], samples: Path,
+                 index: dict[str, Any], out: Path) -> list[Path]:
     """Write ``evaluation.md`` and the figures into ``out``; returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_arrangement(fad, out / "fad_arrangement.png")
     plot_spectrograms(Path(samples), index, out / "spectrograms.png")
-    written = [out / "fad_arrangement.png", out / "spectrograms.png"]
     with atomic_file(out / "evaluation.md", "w") as f:
-        f.write(markdown(fad, coherence))
-    return [*written, out / "evaluation.md"]
+        f.write(markdown(fad, coherence, summary))
+    return [out / "fad_arrangement.png", out / "spectrograms.png", out / "evaluation.md"]

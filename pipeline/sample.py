@@ -52,7 +52,7 @@ import torch
 from mtmusicldm.audio import save_audio
 from mtmusicldm.config import AudioParams, SampleParams
 from mtmusicldm.data.shards import decode_sample, list_shards
-from mtmusicldm.diffusion.inpainting import arrangement_combinations
+from mtmusicldm.diffusion.inpainting import arrangement_combinations, combination_name
 from mtmusicldm.diffusion.samplers import DEFAULT_ETA
 from mtmusicldm.generation import arrange, embed_mixture, generate, mix_stems, postprocess, segment_samples
 from mtmusicldm.ldm import MTMusicLDM, load_model
@@ -76,11 +76,6 @@ class Setting:
     prompt: str | None = None
 
 
-def letters(stems: Sequence[str]) -> str:
-    """``("bass", "drums") -> "BD"`` (the paper's column names)."""
-    return "".join(s[0].upper() for s in stems)
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "empty"
 
@@ -95,7 +90,7 @@ def settings_for(sample: SampleParams, stems: Sequence[str], conditional: bool) 
         out += [Setting(f"text_{slug(p)}", "total", tuple(stems), sample.guidance_scale, "text", p)
                 for p in sample.prompts]
     if sample.arrangement:
-        out += [Setting(f"arrange_{letters(c)}", "arrangement", c,
+        out += [Setting(f"arrange_{combination_name(c, stems)}", "arrangement", c,
                         sample.arrangement_guidance_scale if conditional else 1.0,
                         sample.arrangement_conditioning if conditional else "none")
                 for c in arrangement_combinations(stems)]
@@ -247,7 +242,8 @@ def _write_targets(root: Path, gt: torch.Tensor, items: list[str], stems: Sequen
         _write(root / "target" / "mix" / f"{item}.wav", gt[i].sum(dim=0), sr, subtype)
         for combo in subsets:
             idx = [stems.index(c) for c in combo]
-            _write(root / "target" / f"sum_{letters(combo)}" / f"{item}.wav", gt[i, idx].sum(dim=0), sr, subtype)
+            combo_name = combination_name(combo, stems)
+            _write(root / "target" / f"sum_{combo_name}" / f"{item}.wav", gt[i, idx].sum(dim=0), sr, subtype)
 
 
 def _write_item(root: Path, st: Setting, item: str, wav: torch.Tensor, stems: Sequence[str], sr: int,
@@ -273,7 +269,7 @@ def _write_item(root: Path, st: Setting, item: str, wav: torch.Tensor, stems: Se
 def _item_targets(st: Setting, item: str, stems: Sequence[str]) -> dict[str, str]:
     t = {"mix": f"target/mix/{item}.wav"} | {s: f"target/{s}/{item}.wav" for s in stems}
     if st.kind == "arrangement":
-        t["sum"] = f"target/sum_{letters(st.generated)}/{item}.wav"
+        t["sum"] = f"target/sum_{combination_name(st.generated, stems)}/{item}.wav"
     return t
 
 

@@ -1,4 +1,5 @@
 """Fail loudly when an install swapped the pinned torch/numpy set (see README, 'Install')."""
+import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -11,7 +12,9 @@ for name, want in PINS.items():
         got = "missing"
     if got.split("+")[0] != want:
         bad.append(f"{name} {got} (pinned {want})")
-for module in ("tinysoundfont", "pretty_midi"):  # installed without their declared dependencies / with them
+logging.disable(logging.WARNING)  # basic_pitch logs the back-ends it does not find (only ONNX is used)
+for module in ("tinysoundfont", "pretty_midi", "onnxruntime", "basic_pitch.inference", "torchcrepe", "torchvggish",
+               "mir_eval"):  # some installed without their declared dependencies: their used paths must import
     try:
         __import__(module)
     except ImportError as err:

@@ -9,6 +9,7 @@ from mtmusicldm.diffusion.guidance import cfg
 from mtmusicldm.diffusion.inpainting import (
     arrangement_combinations,
     arrangement_mask,
+    combination_name,
     expand_mask,
     init_known,
     inpaint,
@@ -52,6 +53,7 @@ __all__ = [
     "append_dims",
     "arrangement_combinations",
     "arrangement_mask",
+    "combination_name",
     "cfg",
     "cfg_dropout",
     "diffusion_loss",

@@ -81,6 +81,31 @@ def arrangement_combinations(stems: Sequence[str] = STEMS) -> list[tuple[str, ..
     return [combo for k in range(1, len(stems)) for combo in itertools.combinations(stems, k)]
 
 
+def combination_name(generated: Sequence[str], stems: Sequence[str] = STEMS) -> str:
+    """Short name of a stem subset (the paper's column names): each stem's shortest prefix that no other stem of
+    ``stems`` shares, capitalised, in ``stems`` order.
+
+    ``("bass", "drums") -> "BD"`` for the default stems; stems sharing an initial stay apart
+    (``("bass", "brass")`` of ``(bass, brass, drums)`` -> ``"BaBr"``).
+
+    Raises:
+        ValueError: a name not in ``stems``, or two identical stems.
+    """
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"combination_name: stems must be distinct, got {list(stems)}")
+    unknown = [g for g in generated if g not in stems]
+    if unknown:
+        raise ValueError(f"combination_name: {unknown} not among the stems {list(stems)}")
+
+    def prefix(stem: str) -> str:
+        others = [o for o in stems if o != stem]
+        k = next((k for k in range(1, len(stem) + 1) if not any(o.startswith(stem[:k]) for o in others)),
+                 len(stem))
+        return stem[:k].capitalize()
+
+    return "".join(prefix(s) for s in stems if s in generated)
+
+
 def arrangement_mask(stems_to_generate: Sequence[str] | Sequence[int], batch: int = 1, *,
                      stems: Sequence[str] = STEMS, device: torch.device | str | None = None) -> Tensor:
     """Known mask ``[B, S]`` that generates ``stems_to_generate`` and keeps every other stem."""

@@ -1,4 +1,4 @@
-"""Audio folders -> embeddings -> FAD, with a content-addressed embedding cache.
+"""Audio folders -> embeddings, with a content-addressed embedding cache (FAD between folders: `fad_table`).
 
 Loading policy (audioldm_eval's, official spec §9): every file is read at the embedder's rate (files at other
 rates are resampled with soxr and counted in the result), the *first* channel is kept, files are sorted by their
@@ -24,20 +24,19 @@ from typing import Literal
 
 import numpy as np
 
-from mtmusicldm.audio import audio_info, load_audio
+from mtmusicldm.audio import AudioError, audio_info, load_audio
 from mtmusicldm.evaluation.base import AudioEmbedder
-from mtmusicldm.evaluation.fad import fad_from_embeddings
 from mtmusicldm.utils.fs import atomic_file
 
 __all__ = [
-    "AUDIO_SUFFIXES", "AudioSet", "DirEmbeddings", "EmbeddingCache", "FadResult", "directory_digest", "embed_dir",
-    "embed_set", "fad_dirs", "list_audio_files", "load_audio_dir", "load_audio_set",
+    "AUDIO_SUFFIXES", "AudioSet", "DirEmbeddings", "EmbeddingCache", "directory_digest", "embed_dir", "embed_set",
+    "list_audio_files", "load_audio_dir", "load_audio_set",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 Channel = Literal["first", "mean"]
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def list_audio_files(directory: str | Path, *, recursive: bool = False) -> list[Path]:
@@ -81,6 +80,7 @@ class AudioSet:
         wavs: [T_i] float32 waveforms at `sample_rate`, one per name.
         sample_rate: rate of `wavs`.
         source_rates: native sample rate -> number of files (rates != `sample_rate` were resampled).
+        skipped: (relative name, reason) of files left out (only with `skip_bad`).
     """
 
     directory: Path
@@ -88,6 +88,7 @@ class AudioSet:
     wavs: tuple[np.ndarray, ...]
     sample_rate: int
     source_rates: dict[int, int]
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def resampled(self) -> int:
@@ -96,7 +97,7 @@ class AudioSet:
 
 
 def load_audio_set(directory: str | Path, sample_rate: int = 16000, *, recursive: bool = False,
-                   channel: Channel = "first") -> AudioSet:
+                   channel: Channel = "first", skip_bad: bool = False) -> AudioSet:
     """Load every audio file of a folder (see the module docstring for the policy).
 
     Args:
@@ -104,6 +105,7 @@ def load_audio_set(directory: str | Path, sample_rate: int = 16000, *, recursive
         sample_rate: output rate; other rates are resampled (soxr HQ) and logged.
         recursive: include sub-folders (names are then relative paths).
         channel: "first" (audioldm_eval) or "mean" (mix-down) for multi-channel files.
+        skip_bad: leave unreadable / non-finite files out (listed in `AudioSet.skipped`) instead of raising.
 
     Returns:
         AudioSet.
@@ -115,13 +117,21 @@ def load_audio_set(directory: str | Path, sample_rate: int = 16000, *, recursive
     if channel not in ("first", "mean"):
         raise ValueError(f"channel must be 'first' or 'mean', got {channel!r}")
     directory = Path(directory)
-    names, wavs, rates = [], [], Counter()
+    names, wavs, rates, skipped = [], [], Counter(), []
     for path in list_audio_files(directory, recursive=recursive):
-        rates[audio_info(path).sample_rate] += 1
-        wav = load_audio(path, sample_rate, mono=channel == "mean")
-        names.append(path.relative_to(directory).as_posix())
+        name = path.relative_to(directory).as_posix()
+        try:
+            rate = audio_info(path).sample_rate
+            wav = load_audio(path, sample_rate, mono=channel == "mean")
+        except AudioError as e:
+            if not skip_bad:
+                raise
+            skipped.append((name, str(e).removeprefix(f"{path}: ")))
+            continue
+        rates[rate] += 1
+        names.append(name)
         wavs.append(np.ascontiguousarray(wav if wav.ndim == 1 else wav[0]))
-    result = AudioSet(directory, tuple(names), tuple(wavs), sample_rate, dict(sorted(rates.items())))
+    result = AudioSet(directory, tuple(names), tuple(wavs), sample_rate, dict(sorted(rates.items())), tuple(skipped))
     if result.resampled:
         _log.warning("%s: %d of %d files resampled to %d Hz (native rates %s)", directory, result.resampled,
                      len(names), sample_rate, result.source_rates)
@@ -146,21 +156,31 @@ def _progress(items: Sequence, enabled: bool, desc: str) -> Iterable:
 
 
 def _embed_counts(embedder: AudioEmbedder, wavs: Sequence[np.ndarray] | Sequence[tuple[str, np.ndarray]],
-                  progress: bool) -> tuple[np.ndarray, list[int]]:
-    rows, counts = [], []
+                  progress: bool, skipped: list[tuple[str, str]] | None = None
+                  ) -> tuple[np.ndarray, list[int], list[int]]:
+    """Embed files: (pooled [frames, D], frames per kept file, indices of the kept files). With `skipped`, files
+    whose embedding fails are appended there as (name, reason) instead of raising."""
+    rows, counts, kept = [], [], []
     for i, item in enumerate(_progress(wavs, progress, f"embed[{embedder.name}]")):
         name, wav = item if isinstance(item, tuple) else (f"item {i}", item)
-        emb = np.asarray(embedder.embed(np.asarray(wav, dtype=np.float32)))
-        if emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] != embedder.dim:
-            raise ValueError(f"{name}: {embedder.name} returned shape {emb.shape}, expected [frames>=1, "
-                             f"{embedder.dim}]")
-        if not np.isfinite(emb).all():
-            raise ValueError(f"{name}: {embedder.name} returned NaN or infinite embeddings")
+        try:
+            emb = np.asarray(embedder.embed(np.asarray(wav, dtype=np.float32)))
+            if emb.ndim != 2 or emb.shape[0] < 1 or emb.shape[1] != embedder.dim:
+                raise ValueError(f"{name}: {embedder.name} returned shape {emb.shape}, expected [frames>=1, "
+                                 f"{embedder.dim}]")
+            if not np.isfinite(emb).all():
+                raise ValueError(f"{name}: {embedder.name} returned NaN or infinite embeddings")
+        except ValueError as e:
+            if skipped is None:
+                raise
+            skipped.append((name, str(e).removeprefix(f"{name}: ")))
+            continue
         rows.append(emb.astype(np.float32, copy=False))
         counts.append(emb.shape[0])
+        kept.append(i)
     if not rows:
-        raise ValueError("embed_set: no waveforms to embed")
-    return np.concatenate(rows), counts
+        raise ValueError("embed_set: no waveforms to embed" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return np.concatenate(rows), counts, kept
 
 
 def embed_set(embedder: AudioEmbedder, wavs: Sequence[np.ndarray] | Sequence[tuple[str, np.ndarray]],
@@ -180,13 +200,15 @@ def embed_set(embedder: AudioEmbedder, wavs: Sequence[np.ndarray] | Sequence[tup
 
 @dataclass(frozen=True)
 class DirEmbeddings:
-    """Embeddings of one folder: `embeddings` [frames_total, D], per-file `frames`, provenance."""
+    """Embeddings of one folder: `embeddings` [frames_total, D], per-file `frames`, provenance, and the
+    (name, reason) of files left out (`skip_bad`)."""
 
     embeddings: np.ndarray
     names: tuple[str, ...]
     frames: tuple[int, ...]
     source_rates: dict[int, int] = field(default_factory=dict)
     cache_hit: bool = False
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 class EmbeddingCache:
@@ -201,10 +223,10 @@ class EmbeddingCache:
 
     @staticmethod
     def key(directory: str | Path, embedder: AudioEmbedder, *, recursive: bool = False,
-            channel: Channel = "first") -> str:
+            channel: Channel = "first", skip_bad: bool = False) -> str:
         """The cache key (hex sha256); reads every file's bytes."""
         h = hashlib.sha256(f"v{_CACHE_VERSION}|{embedder.name}|{embedder.fingerprint()}|{embedder.sample_rate}|"
-                           f"{recursive}|{channel}|".encode())
+                           f"{recursive}|{channel}|{skip_bad}|".encode())
         h.update(directory_digest(directory, recursive=recursive).encode())
         return h.hexdigest()
 
@@ -229,12 +251,13 @@ class EmbeddingCache:
                 emb, names = z["embeddings"], tuple(str(n) for n in z["names"])
                 frames = tuple(int(f) for f in z["frames"])
                 rates = {int(sr): int(n) for sr, n in z["rates"].reshape(-1, 2)}
+                skipped = tuple(tuple(str(x).split("\t", 1)) for x in z["skipped"])
         except (OSError, KeyError, ValueError) as e:
             _log.warning("%s: unreadable embedding cache (%s); recomputing", path, e)
             return None
         if emb.ndim != 2 or emb.shape[0] != sum(frames) or not np.isfinite(emb).all():
             return None
-        return DirEmbeddings(emb, names, frames, rates, cache_hit=True)
+        return DirEmbeddings(emb, names, frames, rates, cache_hit=True, skipped=skipped)  # type: ignore[arg-type]
 
     def save(self, directory: str | Path, embedder: AudioEmbedder, key: str, entry: DirEmbeddings) -> Path:
         """Write the entry atomically and delete older entries of the same folder and backbone fingerprint."""
@@ -243,7 +266,8 @@ class EmbeddingCache:
         with atomic_file(path, "wb") as f:
             np.savez(f, key=np.array(key), embeddings=entry.embeddings, names=np.array(entry.names),
                      frames=np.array(entry.frames, dtype=np.int64), fingerprint=np.array(embedder.fingerprint()),
-                     rates=np.array(sorted(entry.source_rates.items()), dtype=np.int64).reshape(-1, 2))
+                     rates=np.array(sorted(entry.source_rates.items()), dtype=np.int64).reshape(-1, 2),
+                     skipped=np.array([f"{n}\t{r}" for n, r in entry.skipped], dtype=str))
         for old in self.cache_dir.glob(f"{self._stem(directory, embedder)}-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -251,84 +275,31 @@ class EmbeddingCache:
 
 
 def embed_dir(directory: str | Path, embedder: AudioEmbedder, *, cache: EmbeddingCache | None = None,
-              recursive: bool = False, channel: Channel = "first", progress: bool = False) -> DirEmbeddings:
+              recursive: bool = False, channel: Channel = "first", progress: bool = False,
+              skip_bad: bool = False) -> DirEmbeddings:
     """Load a folder at the embedder's rate and embed it, through `cache` when given.
+
+    Args:
+        skip_bad: leave out files that cannot be read or embedded (listed in `skipped`) instead of raising.
 
     Returns:
         DirEmbeddings (`cache_hit` True when nothing was recomputed).
     """
     key = None
     if cache is not None:
-        key = cache.key(directory, embedder, recursive=recursive, channel=channel)
+        key = cache.key(directory, embedder, recursive=recursive, channel=channel, skip_bad=skip_bad)
         hit = cache.load(directory, embedder, key)
         if hit is not None:
             return hit
-    audio = load_audio_set(directory, embedder.sample_rate, recursive=recursive, channel=channel)
-    emb, counts = _embed_counts(embedder, list(zip(audio.names, audio.wavs)), progress)
-    entry = DirEmbeddings(emb, audio.names, tuple(counts), audio.source_rates, cache_hit=False)
+    audio = load_audio_set(directory, embedder.sample_rate, recursive=recursive, channel=channel, skip_bad=skip_bad)
+    skipped = list(audio.skipped)
+    emb, counts, kept = _embed_counts(embedder, list(zip(audio.names, audio.wavs)), progress,
+                                      skipped if skip_bad else None)
+    entry = DirEmbeddings(emb, tuple(audio.names[i] for i in kept), tuple(counts), audio.source_rates,
+                          cache_hit=False, skipped=tuple(skipped))
     if cache is not None and key is not None:
-        if cache.key(directory, embedder, recursive=recursive, channel=channel) == key:
+        if cache.key(directory, embedder, recursive=recursive, channel=channel, skip_bad=skip_bad) == key:
             cache.save(directory, embedder, key, entry)
         else:
             _log.warning("%s changed while it was embedded; result not cached", directory)
     return entry
-
-
-@dataclass(frozen=True)
-class FadResult:
-    """FAD between two folders.
-
-    Attributes:
-        value: the Fréchet distance (frames pooled over files, not square-rooted).
-        n_a, n_b: number of files.
-        frames_a, frames_b: number of embeddings (Gaussian sample sizes).
-        backbone: embedder name.
-        comparable_to_paper: True only for VGGish with the released weights.
-        fingerprint: the embedder's fingerprint.
-        source_rates_a, source_rates_b: native rate -> file count (rates other than the backbone's were resampled).
-    """
-
-    value: float
-    n_a: int
-    n_b: int
-    frames_a: int
-    frames_b: int
-    backbone: str
-    comparable_to_paper: bool
-    fingerprint: str = ""
-    source_rates_a: dict[int, int] = field(default_factory=dict)
-    source_rates_b: dict[int, int] = field(default_factory=dict)
-
-
-def fad_dirs(dir_a: str | Path, dir_b: str | Path, backbone: str | AudioEmbedder = "offline",
-             cache_dir: str | Path | None = None, *, recursive: bool = False, channel: Channel = "first",
-             progress: bool = False, **embedder_kwargs: object) -> FadResult:
-    """FAD between two audio folders (e.g. generated vs reference).
-
-    Args:
-        dir_a: first folder (generated).
-        dir_b: second folder (reference).
-        backbone: a key of `EMBEDDERS` (built with `embedder_kwargs`) or a ready embedder.
-        cache_dir: embedding cache folder; None disables caching.
-        recursive, channel: loading options (see `load_audio_set`).
-        progress: show progress bars.
-        **embedder_kwargs: constructor arguments when `backbone` is a name.
-
-    Returns:
-        FadResult.
-    """
-    if isinstance(backbone, str):
-        from mtmusicldm.evaluation.embedders import make_embedder
-
-        embedder = make_embedder(backbone, **embedder_kwargs)
-    elif embedder_kwargs:
-        raise ValueError("fad_dirs: embedder keyword arguments are only accepted with a backbone name")
-    else:
-        embedder = backbone
-    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
-    a = embed_dir(dir_a, embedder, cache=cache, recursive=recursive, channel=channel, progress=progress)
-    b = embed_dir(dir_b, embedder, cache=cache, recursive=recursive, channel=channel, progress=progress)
-    value = fad_from_embeddings(a.embeddings, b.embeddings)
-    return FadResult(value, len(a.names), len(b.names), a.embeddings.shape[0], b.embeddings.shape[0],
-                     embedder.name, bool(embedder.comparable_to_paper), embedder.fingerprint(),
-                     a.source_rates, b.source_rates)

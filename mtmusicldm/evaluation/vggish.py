@@ -13,16 +13,30 @@ module re-implements that network and its log-mel input in plain torch/numpy, so
 * network (`VGGishNet`, torchvggish `VGG` layout): 3x3 convs 64-M-128-M-256-256-M-512-512-M, flatten in TF's
   NHWC order, fc 12288-4096-4096-128 with ReLUs between, no ReLU after the last layer.
 
-Weights: download the torchvggish release file once (on a machine with network)
+Weights, two ways (nothing is fetched at run time):
+
+* `weights=`: the torchvggish release file, downloaded once on a machine with network,
 
     https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth
 
-and pass its local path as `weights` (e.g. `models/vggish/vggish-10086976.pth`). Its keys are
-`features.{0,3,6,8,11,13}.{weight,bias}` and `embeddings.{0,2,4}.{weight,bias}`; `pproc.*` PCA tensors of a full
-torchvggish state dict are accepted and ignored. A file named `vggish-<hex>.pth` is checked against its sha256
-prefix, like torch.hub does. Without weights, `seed=` builds a random network (tests, plumbing): such numbers are
-not comparable to the paper. Remaining difference to audioldm_eval: resampling of non-16 kHz files is done by our
-loader (soxr) instead of torchaudio's sinc resampler, and DC removal happens after, not before, resampling.
+  loaded into `VGGishNet` here (e.g. `models/vggish/vggish-10086976.pth`). Its keys are
+  `features.{0,3,6,8,11,13}.{weight,bias}` and `embeddings.{0,2,4}.{weight,bias}`; `pproc.*` PCA tensors of a full
+  torchvggish state dict are accepted and ignored. A file named `vggish-<hex>.pth` is checked against its sha256
+  prefix, like torch.hub does.
+* `hub_dir=`: a torch hub cache that already holds `harritaylor_torchvggish_master/` and
+  `checkpoints/vggish-10086976.pth` (what `torch.hub.load("harritaylor/torchvggish", "vggish")` leaves behind on a
+  machine with network). The model then comes from frechet-audio-distance's own loader
+  (`FrechetAudioDistance(ckpt_dir=hub_dir, model_name="vggish", use_pca=False, use_activation=False)`), and
+  torchvggish's `vggish_input` front end computes the log-mel.
+
+Both give the same embeddings (tests/mtmusicldm/evaluation/test_vggish_oracle.py checks our network and log-mel
+against torchvggish with one random state dict). What stays ours, and why: the audioldm_eval input policy above
+(DC removal, 2 s padding, first channel), which frechet-audio-distance's loader does not apply (it averages channels
+and gives no embedding for files under 0.96 s); loading a plain weights file, which its loader cannot (it only
+reads a torch hub cache); and random weights for tests. Without weights, `seed=` builds a random network (tests,
+plumbing): such numbers are not comparable to the paper. Remaining difference to audioldm_eval: resampling of
+non-16 kHz files is done by our loader (soxr) instead of torchaudio's sinc resampler, and DC removal happens after,
+not before, resampling.
 """
 from __future__ import annotations
 
@@ -37,10 +51,12 @@ from torch import Tensor, nn
 from mtmusicldm.evaluation.base import config_digest, state_dict_digest
 
 __all__ = [
+    "VGGISH_HUB_REPO",
     "VGGISH_KEYS",
     "VGGISH_WEIGHTS_URL",
     "VGGishEmbedder",
     "VGGishNet",
+    "load_fad_vggish",
     "load_vggish_state_dict",
     "prepare_vggish_input",
     "vggish_examples",
@@ -49,6 +65,7 @@ __all__ = [
 ]
 
 VGGISH_WEIGHTS_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
+VGGISH_HUB_REPO = "harritaylor_torchvggish"  # torch hub cache folder prefix (+ _master / _main)
 SAMPLE_RATE = 16000
 WINDOW = 400  # round(16000 * 0.025)
 HOP = 160  # round(16000 * 0.010)
@@ -235,6 +252,40 @@ def load_vggish_state_dict(path: str | Path) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("pproc.")}
 
 
+def load_fad_vggish(hub_dir: str | Path) -> nn.Module:
+    """frechet-audio-distance's VGGish from a local torch hub cache (its loader; no download).
+
+    Args:
+        hub_dir: a torch hub directory holding `harritaylor_torchvggish_master/` (or `_main/`) and
+            `checkpoints/vggish-10086976.pth`.
+
+    Returns:
+        torchvggish's `VGGish` as frechet-audio-distance prepares it (no PCA, last ReLU removed), in eval mode,
+        with `preprocess` switched off: feed it `model._preprocess(wav, 16000)` examples.
+
+    Raises:
+        FileNotFoundError: the repository or the weights are missing from `hub_dir` (the message says what to put
+            there).
+    """
+    hub_dir = Path(hub_dir).expanduser()
+    if not any((hub_dir / f"{VGGISH_HUB_REPO}_{ref}" / "hubconf.py").is_file() for ref in ("master", "main")):
+        raise FileNotFoundError(
+            f"{hub_dir}: no {VGGISH_HUB_REPO}_master/hubconf.py; run torch.hub.load('harritaylor/torchvggish', "
+            f"'vggish') once with network and TORCH_HOME/hub = {hub_dir}, or use vggish_weights")
+    if not (hub_dir / "checkpoints" / "vggish-10086976.pth").is_file():
+        raise FileNotFoundError(f"{hub_dir}/checkpoints/vggish-10086976.pth missing: download {VGGISH_WEIGHTS_URL}")
+    from frechet_audio_distance import FrechetAudioDistance
+
+    previous = torch.hub.get_dir()
+    try:  # FrechetAudioDistance points torch.hub at ckpt_dir for the whole process: undo that
+        model = FrechetAudioDistance(ckpt_dir=str(hub_dir), model_name="vggish", use_pca=False,
+                                     use_activation=False, verbose=False).model
+    finally:
+        torch.hub.set_dir(previous)
+    model.preprocess = False
+    return model.eval().requires_grad_(False)
+
+
 def _random_vggish(seed: int) -> VGGishNet:
     """VGGishNet with U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases (PyTorch's default init bounds for
     conv/linear), drawn from a `torch.Generator` seeded with `seed` (the global RNG is untouched)."""
@@ -255,13 +306,16 @@ class VGGishEmbedder:
     """VGGish embeddings per the paper protocol (see the module docstring).
 
     Args:
-        weights: local path of vggish-10086976.pth (paper-comparable), or None with `seed`.
-        seed: build random weights from this seed instead (not comparable to the paper).
+        weights: local path of vggish-10086976.pth (paper-comparable, our `VGGishNet`).
+        hub_dir: or a torch hub cache holding harritaylor/torchvggish (paper-comparable, frechet-audio-distance's
+            loader and model, torchvggish's front end).
+        seed: or random weights from this seed (not comparable to the paper).
         device: torch device for the network.
         max_batch: examples per forward pass.
 
     Raises:
-        ValueError: neither or both of `weights`/`seed`, or weights that do not fit torchvggish's layout.
+        ValueError: not exactly one of `weights` / `hub_dir` / `seed`, or weights that do not fit torchvggish.
+        FileNotFoundError: missing weights file or hub cache content.
     """
 
     name = "vggish"
@@ -272,44 +326,58 @@ class VGGishEmbedder:
         self,
         weights: str | Path | None = None,
         *,
+        hub_dir: str | Path | None = None,
         seed: int | None = None,
         device: str | torch.device = "cpu",
         max_batch: int = 64,
     ) -> None:
-        if (weights is None) == (seed is None):
+        if sum(x is not None for x in (weights, hub_dir, seed)) != 1:
             raise ValueError(
                 "VGGishEmbedder: give exactly one of `weights` (local path of vggish-10086976.pth, from "
-                f"{VGGISH_WEIGHTS_URL}) or `seed` (random weights, not comparable to the paper)"
+                f"{VGGISH_WEIGHTS_URL}), `hub_dir` (a torch hub cache with harritaylor/torchvggish) or `seed` "
+                "(random weights, not comparable to the paper)"
             )
-        if seed is not None:
+        self._hub: nn.Module | None = None
+        if hub_dir is not None:
+            self._hub = load_fad_vggish(hub_dir).to(device)
+            net = self._hub
+            self._source = f"hub:{Path(hub_dir).name}"
+        elif seed is not None:
             net = _random_vggish(seed)
+            self._source = f"seed:{seed}"
         else:
-            state = load_vggish_state_dict(weights)  # type: ignore[arg-type]
-            missing = sorted(set(VGGISH_KEYS) - set(state))
-            unexpected = sorted(set(state) - set(VGGISH_KEYS))
-            if missing or unexpected:
-                raise ValueError(f"{weights}: not a torchvggish VGG state dict (missing {missing[:6]}, "
-                                 f"unexpected {unexpected[:6]})")
-            with torch.device("meta"):  # no throw-away random init of 72 M parameters
-                net = VGGishNet()
-            try:
-                net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-            except RuntimeError as e:  # shape mismatches
-                raise ValueError(f"{weights}: tensors do not fit torchvggish's VGG ({e})") from e
+            net = self._load(weights)  # type: ignore[arg-type]
+            self._source = f"weights:{Path(weights).name}"  # type: ignore[arg-type]
         self.net = net.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         self.max_batch = int(max_batch)
-        self.comparable_to_paper = weights is not None
-        self._source = f"seed:{seed}" if seed is not None else f"weights:{Path(weights).name}"  # type: ignore[arg-type]
+        self.comparable_to_paper = seed is None
         self._fingerprint: str | None = None
 
+    @staticmethod
+    def _load(weights: str | Path) -> VGGishNet:
+        state = load_vggish_state_dict(weights)
+        missing = sorted(set(VGGISH_KEYS) - set(state))
+        unexpected = sorted(set(state) - set(VGGISH_KEYS))
+        if missing or unexpected:
+            raise ValueError(f"{weights}: not a torchvggish VGG state dict (missing {missing[:6]}, "
+                             f"unexpected {unexpected[:6]})")
+        with torch.device("meta"):  # no throw-away random init of 72 M parameters
+            net = VGGishNet()
+        try:
+            net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+        except RuntimeError as e:  # shape mismatches
+            raise ValueError(f"{weights}: tensors do not fit torchvggish's VGG ({e})") from e
+        return net
+
     def fingerprint(self) -> str:
-        """Digest of the network tensors and the preprocessing constants (computed once)."""
+        """Digest of the network tensors, the loader and the preprocessing constants (computed once)."""
         if self._fingerprint is None:
+            tensors = {k: v for k, v in self.net.state_dict().items() if k in VGGISH_KEYS}
             config = {"backbone": "vggish/audioldm_eval", "window": WINDOW, "hop": HOP, "n_fft": N_FFT,
                       "mels": [N_MELS, FMIN_HZ, FMAX_HZ], "log_offset": LOG_OFFSET, "min_samples": MIN_SAMPLES,
-                      "example": EXAMPLE_FRAMES, "last_relu": False,
-                      "weights": state_dict_digest(self.net.state_dict())}
+                      "example": EXAMPLE_FRAMES, "last_relu": False, "loader": "fad" if self._hub else "ours",
+                      "weights": state_dict_digest(tensors)}
             self._fingerprint = config_digest(config)
         return self._fingerprint
 
@@ -317,7 +385,7 @@ class VGGishEmbedder:
         """Run the network on log-mel examples.
 
         Args:
-            examples: [N, 96, 64] patches from `vggish_examples`.
+            examples: [N, 96, 64] patches (from `vggish_examples`).
 
         Returns:
             [N, 128] float32 embeddings.
@@ -336,7 +404,12 @@ class VGGishEmbedder:
         Returns:
             [frames, 128] float32 (10 frames for 10.24 s, 2 for anything up to 2 s).
         """
-        return self.embed_examples(vggish_examples(prepare_vggish_input(wav)))
+        wav = prepare_vggish_input(wav)
+        if self._hub is not None:  # torchvggish's own front end (vggish_input.waveform_to_examples)
+            examples = self._hub._preprocess(wav.astype(np.float64), SAMPLE_RATE).detach()[:, 0].numpy()
+        else:
+            examples = vggish_examples(wav)
+        return self.embed_examples(examples)
 
     def __repr__(self) -> str:
         return f"VGGishEmbedder({self._source}, comparable_to_paper={self.comparable_to_paper})"

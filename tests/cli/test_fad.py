@@ -87,3 +87,11 @@ def test_fad_errors(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -
         _run(capsys, dirs["a"], dirs["a2"], "--backbone", "vggish")
     with pytest.raises(SystemExit, match="only used with --backbone vggish"):
         _run(capsys, dirs["a"], dirs["a2"], "--vggish-weights", root / "w.pth")
+
+
+def test_fad_crepe_backbone_with_interval(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out, err = _run(capsys, dirs["a"], dirs["noise"], "--backbone", "crepe", "--json")
+    record = json.loads(out)
+    assert record["backbone"] == "crepe" and record["embedding_dim"] == 32 and record["comparable_to_paper"] is False
+    assert record["ci95"][0] <= record["fad"] <= record["ci95"][1] and record["fad"] > 0
+    assert "crepe backbone: not comparable with published VGGish FAD" in err and "95 % interval" in err

@@ -1,4 +1,5 @@
-"""The evaluate stage on a hand-made samples/ folder (the sample stage's layout): tables, reference rows, report."""
+"""The evaluate stage on a hand-made samples/ folder (the sample stage's layout) whose ground truth is rendered MIDI
+with a Slakh-layout corpus beside it: tables with intervals, reference rows, coherence, note level, report."""
 from __future__ import annotations
 
 import csv
@@ -6,39 +7,52 @@ import inspect
 import json
 import shutil
 from dataclasses import replace
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+import soundfile as sf
+import yaml
 
 from mtmusicldm import STEMS
 from mtmusicldm.audio import save_audio
 from mtmusicldm.config import EvaluateParams
 from mtmusicldm.data.shards import ShardWriter, encode_sample
+from mtmusicldm.diffusion.inpainting import arrangement_combinations, combination_name
 from pipeline import evaluate as stage
-from pipeline import report
+from pipeline import report_figures
+from tests.mtmusicldm.evaluation.midi_songs import render_song, write_midi
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 SR, SEG, N_ITEMS, N_HELDOUT = 16000, 32000, 4, 4  # 2 s items: 2 offline-backbone blocks each
-COMBOS = ["".join(s[0].upper() for s in c) for k in (1, 2, 3) for c in combinations(STEMS, k)]
+COMBOS = [combination_name(c) for c in arrangement_combinations(STEMS)]
 NOISY = "D"  # arrange_D is white noise; arrange_B and total are copies of the targets
-PARAMS = EvaluateParams(backbone="offline", vggish_weights=None, clap_checkpoint=None, text_references={},
-                        coherence=True, seed=0)
+PARAMS = EvaluateParams(backbone="offline", vggish_weights=None, vggish_hub_dir=None, clap_checkpoint=None,
+                        crepe_model="tiny", crepe_hop_s=0.08, text_references={}, coherence=True, notes="single",
+                        bootstrap=30, seed=0)
 
 
 def song(i: int) -> np.ndarray:
-    """[4, SEG] stems of item i: bass / guitar / piano tones at item-dependent pitches, drum clicks."""
-    t = np.arange(SEG) / SR
-    f = 55.0 * 2 ** (i / 12)
-    drums = np.zeros(SEG)
-    drums[:: SR // (2 + i % 3)] = 0.8
-    drums = np.convolve(drums, np.exp(-np.arange(400) / 40.0))[:SEG]
-    tones = [0.3 * np.sin(2 * np.pi * f * m * t) * (1 + 0.5 * np.sin(2 * np.pi * (1 + i) * t)) for m in (1, 4, 6)]
-    return np.stack([tones[0], drums, tones[1], tones[2]]).astype(np.float32) * 0.5
+    """[4, SEG] rendered stems of item i (MIDI song i, see tests/mtmusicldm/evaluation/midi_songs.py)."""
+    audio, _ = render_song(i, SEG / SR)
+    return np.stack([audio[s] for s in STEMS])
+
+
+def write_corpus(raw: Path) -> Path:
+    """data/raw in the download stage's layout: source.json + Slakh-layout tracks with metadata.yaml and MIDI."""
+    for i in range(N_ITEMS + N_HELDOUT):
+        track = raw / "slakh" / "test" / f"Track{i:05d}"
+        _, midi = render_song(i, SEG / SR)
+        stems = {}
+        for k, name in enumerate(STEMS):
+            write_midi(midi[name], track / "MIDI" / f"S{k:02d}.mid")
+            stems[f"S{k:02d}"] = {"audio_rendered": True, "is_drum": name == "drums", "inst_class": name,
+                                  "program_num": {"bass": 33, "drums": 0, "guitar": 25, "piano": 0}[name]}
+        (track / "metadata.yaml").write_text(yaml.safe_dump({"midi_dir": "MIDI", "stems": stems}))
+    (raw / "source.json").write_text(json.dumps({"source": "synthetic", "root": "slakh"}))
+    return raw
 
 
 def write_samples(root: Path, *, untrained: bool = True, arrangement: bool = True) -> dict[str, Any]:
@@ -47,8 +61,8 @@ def write_samples(root: Path, *, untrained: bool = True, arrangement: bool = Tru
     items = [f"{i:05d}_Track{i:05d}_c0000_v00" for i in range(N_ITEMS)]
     settings = [{"name": "total", "kind": "total", "generated": list(STEMS), "prompt": None}]
     if arrangement:
-        settings += [{"name": f"arrange_{c}", "kind": "arrangement",
-                      "generated": [s for s in STEMS if s[0].upper() in c], "prompt": None} for c in COMBOS]
+        settings += [{"name": f"arrange_{combination_name(c)}", "kind": "arrangement", "generated": list(c),
+                      "prompt": None} for c in arrangement_combinations(STEMS)]
 
     def put(rel: str, wav: np.ndarray) -> None:
         save_audio(root / rel, wav, SR, subtype="PCM_16")
@@ -86,10 +100,10 @@ def write_samples(root: Path, *, untrained: bool = True, arrangement: bool = Tru
 
 
 def write_shards(root: Path) -> Path:
-    """Test shards holding the sampled items and N_HELDOUT other segments."""
+    """Test shards holding the sampled items and N_HELDOUT other segments (offset 0 of each track)."""
     with ShardWriter(root / "test", "test", samples_per_shard=4) as writer:
         for i in range(N_ITEMS + N_HELDOUT):
-            meta = {"track": f"Track{i:05d}", "split": "test", "silent": [False] * 4}
+            meta = {"track": f"Track{i:05d}", "split": "test", "silent": [False] * 4, "offset_seconds": 0.0}
             writer.write(encode_sample(f"Track{i:05d}_c0000_v00", song(i), meta, STEMS, SR, "flac"))
     return root
 
@@ -98,98 +112,146 @@ def write_shards(root: Path) -> Path:
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("evaluate")
     write_samples(root / "samples")
-    shards = write_shards(root / "shards")
-    fad = stage.run(STEMS, PARAMS, root / "samples", shards, root / "metrics", root / "reports", root / "cache")
-    return {"root": root, "fad": fad, "shards": shards}
+    shards, raw = write_shards(root / "shards"), write_corpus(root / "raw")
+    fad = stage.run(STEMS, PARAMS, root / "samples", shards, raw, root / "metrics", root / "reports", root / "cache")
+    return {"root": root, "fad": fad, "shards": shards, "raw": raw}
 
 
 def test_run_signature_takes_params_sections_and_paths() -> None:
-    assert list(inspect.signature(stage.run).parameters) == ["stems", "evaluate", "samples", "shards",
+    assert list(inspect.signature(stage.run).parameters) == ["stems", "evaluate", "samples", "shards", "raw",
                                                              "out_metrics", "out_report", "cache_dir"]
 
 
-def test_fad_tables(evaluated: dict[str, Any]) -> None:
+def _v(rec: dict[str, Any] | None) -> float:
+    assert rec is not None and rec["low"] <= rec["value"] <= rec["high"], rec
+    return rec["value"]
+
+
+def test_fad_tables_with_intervals(evaluated: dict[str, Any]) -> None:
     root, fad = evaluated["root"], evaluated["fad"]
     assert json.loads((root / "metrics/fad.json").read_text()) == json.loads(json.dumps(fad))
-    assert fad["backbone"] == "offline" and fad["comparable_to_paper"] is False
+    assert fad["backbone"] == "offline" and fad["comparable_to_paper"] is False and fad["bootstrap"] == 30
     assert fad["items"] == N_ITEMS and fad["segment_seconds"] == 2.0 and fad["n"]["total"] == N_ITEMS
-    assert fad["n_untrained"]["arrange_BD"] == N_ITEMS
     t1, t3 = fad["table1"], fad["table3"]
-    assert t1["uncond"] < 1e-6 and all(v < 1e-6 for v in t1["per_stem"].values())  # total = the targets
+    assert _v(t1["uncond"]) < 1e-6 and t1["uncond"]["high"] < 1e-6  # total = the targets: paired, exact
+    assert all(_v(v) < 1e-6 for v in t1["per_stem"].values()) and t1["uncond"]["n_a"] == N_ITEMS
     assert t1["paper"]["MT-MusicLDM (uncond)"] == 1.36
     assert t3["combinations"] == COMBOS and len(COMBOS) == 14
-    assert t3["mixture"]["B"] < 1e-6 and t3["stems"]["B"] < 1e-6
-    assert t3["mixture"][NOISY] > 1.0 and t3["stems"][NOISY] > 1.0  # noise is far from the targets
+    assert _v(t3["mixture"]["B"]) < 1e-6 and _v(t3["mixture"][NOISY]) > 1.0 and _v(t3["stems"][NOISY]) > 1.0
     for proto in ("mixture", "stems"):
-        assert all(np.isfinite(v) for v in t3[proto].values())
-        assert all(np.isfinite(v) and v > t3[proto]["B"] for v in t3["ceiling"][proto].values())
-    assert t3["paper"]["stems"]["GP"] == 2.53 and t3["paper_msdm"]["mixture"]["B"] == 0.45
-    # reference rows: real-vs-real floors are finite and well below the (noise) ceilings
-    assert 0 < t1["floor"]["mix"] < t1["ceiling"]["mix"] and np.isfinite(t1["floor_heldout"]["mix"])
-    assert set(t1["floor"]["per_stem"]) == set(STEMS) and set(t3["floor"]["stems"]) == set(COMBOS)
-    assert all(v is not None and v < t3["ceiling"]["stems"][c] for c, v in t3["floor"]["stems"].items())
-    assert set(t3["floor_heldout"]["stems"]) == set(COMBOS) and t3["floor"]["mixture"] == t1["floor"]["mix"]
-    assert "table3/mixture/B" in fad["rank_deficient"]  # 12 embeddings for 80 dimensions: flagged, still computed
-    assert fad["table2"] is None
+        assert all(_v(v) > _v(t3["mixture"]["B"]) for v in t3["ceiling"][proto].values())
+    # references: the same counts as our rows (held-out, shuffled, untrained); halves have N/2
+    assert t1["floor_heldout"]["mix"]["n_a"] == t1["ceiling"]["mix"]["n_a"] == t1["shuffled"]["mix"]["n_a"] == N_ITEMS
+    assert t1["floor"]["mix"]["n_a"] == N_ITEMS // 2
+    assert 0 < _v(t1["shuffled"]["mix"]) < _v(t1["ceiling"]["mix"])  # real stems of other songs: far from noise
+    assert set(t3["shuffled"]["mixture"]) == set(COMBOS) and "stems" not in t3["shuffled"]
+    mean = t3["mean"]["mixture"]
+    assert set(mean) == {"trained", "untrained", "shuffled", "real"}
+    assert mean["trained"]["high"] < mean["untrained"]["low"]
+    assert mean["trained"]["value"] == pytest.approx(np.mean([t3["mixture"][c]["value"] for c in COMBOS]), abs=1e-5)
+    assert "table3/mixture/B" in fad["rank_deficient"] and fad["table2"] is None
 
 
-def test_arrangement_csv(evaluated: dict[str, Any]) -> None:
-    rows = list(csv.DictReader((evaluated["root"] / "metrics/arrangement.csv").open()))
-    assert [r["combination"] for r in rows] == COMBOS
-    assert list(rows[0])[:9] == ["combination", "mixture", "stems", "floor_mixture", "floor_stems",
-                                 "ceiling_mixture", "ceiling_stems", "paper_mixture", "paper_stems"]
-    for r in rows:
-        assert all(np.isfinite(float(r[k])) for k in report.CSV_COLUMNS[1:]), r
-    assert float(rows[0]["paper_mixture"]) == 0.16 and float(rows[COMBOS.index("DGP")]["paper_stems"]) == 1.42
+def test_summary_compares_trained_untrained_shuffled_real(evaluated: dict[str, Any]) -> None:
+    summary = json.loads((evaluated["root"] / "metrics/summary.json").read_text())
+    rows = {r["measure"]: r for r in summary["rows"]}
+    total = rows["total generation FAD (mix)"]
+    assert total["better"] == "lower" and total["trained_vs_untrained"] == "better"  # copies vs noise: apart
+    assert rows["arrangement FAD, mixture protocol (mean of 14)"]["trained_vs_untrained"] == "better"
+    rhythm = rows["arrangement: rhythmic coherence delta (mean)"]
+    assert rhythm["better"] == "higher" and set(rhythm) >= {"trained", "untrained", "shuffled", "real"}
+    assert "arrangement: onset alignment (mean)" in rows and "total: pitch-class agreement (mean)" in rows
 
 
-def test_report(evaluated: dict[str, Any]) -> None:
-    reports = evaluated["root"] / "reports"
-    text = (reports / "evaluation.md").read_text()
-    assert "offline backbone: not comparable with published VGGish FAD" in text
-    for number in ("1.36", "1.13", "6.55", "0.16", "1.42", "2.53", "4.90"):  # Table 1 and Table 3 paper values
-        assert number in text, number
-    assert "floor: real vs real (halves)" in text and "ceiling: untrained model" in text and "| DGP |" in text
-    assert f"{N_ITEMS} per setting" in text and "2 s at 16000 Hz" in text
-    for png in ("fad_arrangement.png", "spectrograms.png"):
-        assert (reports / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_coherence(evaluated: dict[str, Any]) -> None:
+def test_coherence_sources_and_intervals(evaluated: dict[str, Any]) -> None:
     coh = json.loads((evaluated["root"] / "metrics/coherence.json").read_text())
     assert coh["enabled"] and coh["n"] == N_ITEMS and set(coh["arrangement"]) == set(COMBOS)
     bd = coh["arrangement"]["BD"]
-    assert set(bd) == {"bass", "drums"} and set(bd["bass"]) == {"generated", "real", "untrained"}
-    assert set(bd["bass"]["real"]["rhythmic"]) == {"matched", "shuffled", "delta", "z", "n"}
-    assert bd["drums"]["real"]["harmonic"] is None and bd["bass"]["real"]["harmonic"]["n"] == N_ITEMS
+    assert set(bd) == {"bass", "drums"} and set(bd["bass"]) == {"generated", "real", "untrained", "shuffled"}
+    m = bd["bass"]["real"]["rhythmic"]
+    assert set(m) == {"matched", "mismatched", "delta", "z"} and m["delta"]["n"] == N_ITEMS
+    assert m["delta"]["low"] <= m["delta"]["value"] <= m["delta"]["high"]
+    assert bd["drums"]["real"]["harmonic"] is None
     assert bd["bass"]["generated"] == bd["bass"]["real"]  # arrange_BD is a copy of the targets
-    assert set(coh["total"]) == set(STEMS) and set(coh["mean_delta"]) == {"arrangement", "total"}
-    assert coh["mean_delta"]["total"]["real"]["harmonic"] > coh["mean_delta"]["total"]["untrained"]["harmonic"]
+    real, shuf = coh["arrangement"]["B"]["bass"]["real"], coh["arrangement"]["B"]["bass"]["shuffled"]
+    assert shuf["rhythmic"]["matched"]["value"] == pytest.approx(real["rhythmic"]["mismatched"]["value"], abs=0.2)
+    assert set(coh["mean_delta"]["arrangement"]) == {"generated", "untrained", "shuffled", "real"}
+
+
+def test_note_level_and_transcriber_f1(evaluated: dict[str, Any]) -> None:
+    notes = json.loads((evaluated["root"] / "metrics/coherence.json").read_text())["notes"]
+    assert notes["enabled"] and notes["settings"] == ["arrange_B", "arrange_D", "arrange_G", "arrange_P", "total"]
+    assert set(notes["arrangement"]) == {"B", "D", "G", "P"}
+    bass = notes["arrangement"]["B"]["bass"]
+    assert bass["generated"] == bass["real"] and _v(bass["real"]["bass_root"]) > 0.7
+    assert bass["real"]["pitch_class"]["value"] > bass["shuffled"]["pitch_class"]["value"]
+    assert notes["arrangement"]["D"]["drums"]["real"]["pitch_class"] is None  # drums: onsets only
+    assert _v(notes["arrangement"]["D"]["drums"]["real"]["onset_alignment"]) > 0.5
+    f1 = notes["transcriber"]
+    assert f1["available"] and set(f1["per_stem"]) == {"bass", "guitar", "piano"}
+    assert f1["per_stem"]["bass"]["n"] == N_ITEMS and all(r["n"] >= 1 and _v(r) > 0.4 for r in f1["per_stem"].values())
+
+
+def test_report_and_csv(evaluated: dict[str, Any]) -> None:
+    root = evaluated["root"]
+    text = (root / "reports/evaluation.md").read_text()
+    assert "offline backbone: not comparable with published VGGish FAD" in text
+    assert "## Trained vs untrained vs shuffled vs real" in text and "trained vs untrained" in text
+    for number in ("1.36", "1.13", "6.55", "0.16", "1.42", "2.53", "4.90"):  # Table 1 and Table 3 paper values
+        assert number in text, number
+    assert "Transcriber note F1" in text and "| DGP |" in text and "bootstrap resamples" in text
+    assert f"{N_ITEMS} per setting" in text and "2 s at 16000 Hz" in text and " [" in text
+    for png in ("fad_arrangement.png", "spectrograms.png"):
+        assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((root / "metrics/arrangement.csv").open()))
+    assert [r["combination"] for r in rows] == COMBOS and list(rows[0]) == report_figures.CSV_COLUMNS
+    assert float(rows[0]["paper_mixture"]) == 0.16 and all(r["shuffled_mixture"] for r in rows)
+
+
+def test_bad_items_are_skipped_with_reasons(evaluated: dict[str, Any], tmp_path: Path) -> None:
+    root = evaluated["root"]
+    shutil.copytree(root / "samples", tmp_path / "samples")
+    item = "00001_Track00001_c0000_v00"
+    wav = np.zeros(SEG, np.float32)
+    wav[7] = np.nan
+    sf.write(str(tmp_path / f"samples/arrange_B/bass/{item}.wav"), wav, SR, subtype="FLOAT")
+    save_audio(tmp_path / f"samples/arrange_G/mix/{item}.wav", np.zeros(100, np.float32), SR)  # too short
+    params = replace(PARAMS, notes="off")
+    fad = stage.run(STEMS, params, tmp_path / "samples", evaluated["shards"], None, tmp_path / "m", tmp_path / "r",
+                    None)
+    coh = json.loads((tmp_path / "m/coherence.json").read_text())
+    assert coh["arrangement"]["B"]["bass"]["generated"]["rhythmic"]["delta"]["n"] == N_ITEMS - 1
+    assert any(item in k and "NaN" in v for k, v in coh["unreadable"].items())
+    assert fad["table3"]["mixture"]["G"]["n_a"] == N_ITEMS  # 100 samples still embed (padded to one block)
+    text = (tmp_path / "r/evaluation.md").read_text()
+    assert f"arrange_B/bass/{item}.wav: left out" in text
 
 
 def test_cache_reuse_and_invalidation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    work = tmp_path
-    write_samples(work / "samples", untrained=False, arrangement=False)
+    from mtmusicldm.evaluation import fad_table
+
+    write_samples(tmp_path / "samples", untrained=False, arrangement=False)
     calls: list[str] = []
-    real = stage.embed_dir
+    real = fad_table.embed_dir
 
     def counting(directory: Path, *args: Any, **kwargs: Any) -> Any:
         out = real(directory, *args, **kwargs)
         if not out.cache_hit:
-            calls.append(Path(directory).relative_to(work).as_posix())
+            calls.append(Path(directory).relative_to(tmp_path).as_posix())
         return out
 
-    monkeypatch.setattr(stage, "embed_dir", counting)
+    monkeypatch.setattr(fad_table, "embed_dir", counting)
     no_coh = replace(PARAMS, coherence=False)
-    stage.run(STEMS, no_coh, work / "samples", work / "noshards", work / "m", work / "r", work / "cache")
+    args = (tmp_path / "noshards", None, tmp_path / "m", tmp_path / "r", tmp_path / "cache")
+    stage.run(STEMS, no_coh, tmp_path / "samples", *args)
     assert "samples/total/mix" in calls  # new folders: embedded once
     calls.clear()
-    stage.run(STEMS, no_coh, work / "samples", work / "noshards", work / "m", work / "r", work / "cache")
+    stage.run(STEMS, no_coh, tmp_path / "samples", *args)
     assert calls == []  # unchanged: every folder from the cache
-    save_audio(next((work / "samples/total/mix").glob("*.wav")), np.zeros(SEG, np.float32), SR, subtype="PCM_16")
-    fad = stage.run(STEMS, no_coh, work / "samples", work / "noshards", work / "m", work / "r", work / "cache")
-    assert calls == ["samples/total/mix"] and fad["table1"]["uncond"] > 1e-3  # the changed folder only: not stale
-    assert json.loads((work / "m/coherence.json").read_text()) == {"enabled": False}
+    save_audio(next((tmp_path / "samples/total/mix").glob("*.wav")), np.zeros(SEG, np.float32), SR)
+    fad = stage.run(STEMS, no_coh, tmp_path / "samples", *args)
+    assert calls == ["samples/total/mix"] and fad["table1"]["uncond"]["value"] > 1e-3  # the changed folder only
+    assert json.loads((tmp_path / "m/coherence.json").read_text()) == {"enabled": False}
 
 
 def test_text_references_and_errors(tmp_path: Path) -> None:
@@ -200,24 +262,36 @@ def test_text_references_and_errors(tmp_path: Path) -> None:
     (tmp_path / "samples/index.json").write_text(json.dumps(index))
     refs = {"soft music": str(tmp_path / "samples/target/mix"), "energetic music": str(tmp_path / "samples/total/bass")}
     params = replace(PARAMS, coherence=False, text_references=refs)
-    fad = stage.run(STEMS, params, tmp_path / "samples", tmp_path / "noshards", tmp_path / "m", tmp_path / "r", None)
+    fad = stage.run(STEMS, params, tmp_path / "samples", tmp_path / "noshards", None, tmp_path / "m", tmp_path / "r",
+                    None)
     t2 = fad["table2"]
-    assert t2["fad"]["soft music"]["soft music"] < 1e-6 < t2["fad"]["soft music"]["energetic music"]
+    assert t2["fad"]["soft music"]["soft music"]["value"] < 1e-6 < t2["fad"]["soft music"]["energetic music"]["value"]
     assert set(t2["floor"]) == set(refs) and t2["ceiling"] is None and fad["table3"] is None
-    assert fad["table1"]["text"]["text_soft_music"] < 1e-6 and fad["table1"]["ceiling"] is None
+    assert fad["table1"]["text"]["text_soft_music"]["value"] < 1e-6 and fad["table1"]["ceiling"] is None
     assert fad["table1"]["floor_heldout"] is None and any("floor_heldout" in n for n in fad["notes"])
     text = (tmp_path / "r/evaluation.md").read_text()
-    assert "Table 2" in text and "4.320" in text and (tmp_path / "r/fad_arrangement.png").is_file()
-    assert (tmp_path / "m/arrangement.csv").read_text().strip() == ",".join(report.CSV_COLUMNS)
-    # fewer than 2 embeddings: one 2 s item per set gives 2 blocks; a 0.5 s one gives 1
-    tiny = tmp_path / "tiny"
+    assert "Table 2" in text and (tmp_path / "r/fad_arrangement.png").is_file()
+    assert (tmp_path / "m/arrangement.csv").read_text().strip() == ",".join(report_figures.CSV_COLUMNS)
+    tiny = tmp_path / "tiny"  # fewer than 2 embeddings: one 0.5 s file gives one block
     write_samples(tiny, untrained=False, arrangement=False)
     for f in (tiny / "total/mix").glob("*.wav"):
         f.unlink()
     save_audio(tiny / "total/mix/a.wav", np.zeros(SR // 2, np.float32), SR)
     with pytest.raises(ValueError, match="need at least 2 embeddings"):
-        stage.run(STEMS, params, tiny, tmp_path / "noshards", tmp_path / "m2", tmp_path / "r2", None)
+        stage.run(STEMS, params, tiny, tmp_path / "noshards", None, tmp_path / "m2", tmp_path / "r2", None)
     with pytest.raises(ValueError, match="stems"):
-        stage.run(("bass",), PARAMS, tiny, tmp_path, tmp_path / "m3", tmp_path / "r3", None)
+        stage.run(("bass",), PARAMS, tiny, tmp_path, None, tmp_path / "m3", tmp_path / "r3", None)
     with pytest.raises(FileNotFoundError, match="sample stage"):
-        stage.run(STEMS, PARAMS, tmp_path / "nothing", tmp_path, tmp_path / "m3", tmp_path / "r3", None)
+        stage.run(STEMS, PARAMS, tmp_path / "nothing", tmp_path, None, tmp_path / "m3", tmp_path / "r3", None)
+
+
+def test_make_backbone_maps_the_params() -> None:
+    from mtmusicldm.config import ParamsError
+
+    crepe = stage.make_backbone(replace(PARAMS, backbone="crepe", crepe_model="tiny", crepe_hop_s=0.16))
+    assert (crepe.name, crepe.model, crepe.hop) == ("crepe", "tiny", 2560)
+    assert stage.make_backbone(PARAMS).name == "offline"
+    with pytest.raises(ParamsError, match="exactly one of vggish_weights"):
+        stage.make_backbone(replace(PARAMS, backbone="vggish"))
+    with pytest.raises(ParamsError, match="bootstrap"):
+        stage.make_backbone(replace(PARAMS, bootstrap=5))

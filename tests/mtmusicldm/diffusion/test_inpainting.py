@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from mtmusicldm.diffusion.denoiser import append_dims, vp_to_ve
 from mtmusicldm.diffusion.inpainting import (
     arrangement_combinations,
     arrangement_mask,
+    combination_name,
     expand_mask,
     init_known,
     inpaint,
@@ -54,6 +56,19 @@ def test_arrangement_combinations_paper_order() -> None:
         given = [s for s in STEMS if s not in combo]
         assert torch.equal(stem_mask(given, batch=3), mask)
         assert torch.equal(stem_mask([STEMS.index(s) for s in given], batch=3), mask)
+
+
+def test_combination_name() -> None:
+    assert [combination_name(c) for c in arrangement_combinations()] == PAPER_ORDER
+    stems = ("bass", "brass", "drums", "bassoon")
+    names = {combination_name(c, stems) for k in (1, 2, 3) for c in itertools.combinations(stems, k)}
+    assert len(names) == 14  # stems sharing an initial (or a whole prefix) never collide
+    assert combination_name(("bass", "drums"), stems) == "BassD" and combination_name(("brass",), stems) == "Br"
+    assert combination_name(("bassoon", "bass"), stems) == "BassBasso"  # in `stems` order
+    with pytest.raises(ValueError, match="not among the stems"):
+        combination_name(("flute",))
+    with pytest.raises(ValueError, match="distinct"):
+        combination_name(("bass",), ("bass", "bass"))
 
 
 def test_stem_mask_errors() -> None:

@@ -1,8 +1,7 @@
-"""Folder loading, embedding, the content-addressed cache and fad_dirs."""
+"""Folder loading, embedding and the content-addressed cache."""
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,8 @@ from mtmusicldm.audio import AudioError, save_audio
 from mtmusicldm.evaluation import (
     EmbeddingCache,
     OfflineEmbedder,
-    RankDeficientWarning,
     embed_dir,
     embed_set,
-    fad_dirs,
     load_audio_dir,
     load_audio_set,
 )
@@ -146,24 +143,3 @@ def test_cache_hits_and_invalidation(tmp_path: Path) -> None:
     save_audio(d / "clip_99.wav", _tone(1.0, 500.0), SR)
     again = embed_dir(d, emb, cache=cache)
     assert not again.cache_hit and len(again.names) == 4
-
-
-def test_fad_dirs(tmp_path: Path) -> None:
-    a = _make_dir(tmp_path / "a", 4, seed=0)
-    b = _make_dir(tmp_path / "b", 4, seed=7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RankDeficientWarning)  # 4 frames for 80 dims
-        same = fad_dirs(a, a, backbone="offline", cache_dir=tmp_path / "cache")
-        diff = fad_dirs(a, b, backbone="offline", cache_dir=tmp_path / "cache")
-        cached = fad_dirs(a, b, backbone="offline", cache_dir=tmp_path / "cache")
-    assert same.value == pytest.approx(0.0, abs=1e-6)
-    assert diff.value > 0 and cached.value == diff.value
-    assert (diff.n_a, diff.n_b, diff.frames_a, diff.frames_b) == (4, 4, 4, 4)
-    assert diff.backbone == "offline" and diff.comparable_to_paper is False
-    assert diff.source_rates_a == {16000: 4} and cached.source_rates_b == {16000: 4}
-    assert diff.fingerprint == OfflineEmbedder().fingerprint()
-    with pytest.raises(ValueError, match="only accepted with a backbone name"):
-        fad_dirs(a, b, backbone=OfflineEmbedder(), hop_s=0.48)
-    one = _make_dir(tmp_path / "one", 1)
-    with pytest.raises(ValueError, match="1 embeddings for 80 dimensions"):
-        fad_dirs(one, a)

@@ -24,7 +24,7 @@ SR = 16000
 
 
 def test_registry() -> None:
-    assert set(EMBEDDERS) == {"vggish", "clap", "offline"}
+    assert set(EMBEDDERS) == {"vggish", "clap", "offline", "crepe"}
     emb = make_embedder("offline", hop_s=0.48)
     assert isinstance(emb, OfflineEmbedder) and isinstance(emb, AudioEmbedder)
     assert emb.hop_frames == 48

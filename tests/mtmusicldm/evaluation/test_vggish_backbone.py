@@ -1,8 +1,7 @@
 """VGGish re-implementation: torchvggish layout, audioldm_eval preprocessing, shapes, weights loading.
 
-No oracle against frechet-audio-distance's VGGish is possible offline: that package has no VGGish definition of
-its own, it fetches `harritaylor/torchvggish` with torch.hub (GitHub) at construction. The flatten order is checked
-against torchvggish's transpose sequence instead, and the front-end against its documented constants.
+The oracles against torchvggish and frechet-audio-distance's loader are in test_vggish_oracle.py; here the flatten
+order is checked against torchvggish's transpose sequence, and the front-end against its documented constants.
 """
 from __future__ import annotations
 
