@@ -337,6 +337,8 @@ class SampleParams:
     prompts: tuple[str, ...]  # text-conditioned total generation (conditional models; Table 2)
     subtype: Literal["PCM_16", "FLOAT"]  # WAV format (official: PCM_16)
     untrained_reference: bool  # also sample every setting from the untrained model (the tables' ceiling row)
+    examples: int  # listenable long-form examples in samples/examples (total generation + arrangement each)
+    examples_seconds: float  # their length
 
     def validate(self, key: str) -> None:
         from mtmusicldm.diffusion.samplers import SAMPLERS  # lazy: `import mtmusicldm.config` stays torch-free
@@ -349,6 +351,9 @@ class SampleParams:
             _check(0.0 <= self.eta <= 1.0, f"{key}.eta", f"must be null or in [0, 1], got {self.eta}")
         _check(self.guidance_scale >= 0 and self.arrangement_guidance_scale >= 0, f"{key}.guidance_scale",
                "guidance scales must be >= 0")
+        _check(0 <= self.examples <= 16, f"{key}.examples", f"must be in [0, 16], got {self.examples}")
+        _check(0 < self.examples_seconds <= 600, f"{key}.examples_seconds",
+               f"must be in (0, 600] seconds, got {self.examples_seconds}")
         _check(self.total or self.arrangement or bool(self.prompts), f"{key}.total",
                "nothing to sample: total, arrangement and prompts are all off")
 

@@ -18,6 +18,7 @@ Output (``out/``, written atomically; file names ``<item>.wav`` with ``item = <i
     total/, text_<slug>/ {bass,drums,guitar,piano,mix}/
     arrange_<letters>/ {<generated stems>,mix,sum}/   mix = generated + given stems; sum = generated stems only
     untrained/<setting>/...                   (``untrained_reference``) the same settings from the untrained model
+    examples/                                 (``sample.examples``) listenable long-form examples: pipeline/sample_examples.py
     index.json                                one record per (model, setting, item): seeds, knobs, files, targets
 
 FAD protocols (paper_results.json): total ``<setting>/mix`` (and ``/<stem>``) vs ``target/mix`` (``/<stem>``);
@@ -60,6 +61,7 @@ from mtmusicldm.models.unet3d import UNet3D
 from mtmusicldm.utils.fs import atomic_dir, write_json
 from mtmusicldm.utils.rng import name_key, sequence_seed
 from pipeline._common import progress, stage_main
+from pipeline.sample_examples import excerpts, write_examples
 
 INDEX_FORMAT = "mtmusicldm-samples"
 INDEX_VERSION = 1
@@ -106,6 +108,18 @@ def list_keys(shard_paths: Sequence[Path]) -> list[str]:
                 if name.endswith(".json"):
                     keys.append(name[: -len(".json")])
     return keys
+
+
+def list_silent(shard_paths: Sequence[Path]) -> dict[str, list[bool]]:
+    """Sample key -> per-stem silent flags, in shard order, from the json members only (no audio decoded)."""
+    flags: dict[str, list[bool]] = {}
+    for path in shard_paths:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    flags[member.name[: -len(".json")]] = [bool(f) for f in meta["silent"]]
+    return flags
 
 
 def load_segments(shard_paths: Sequence[Path], keys: set[str], stems: Sequence[str]) -> dict[str, Any]:
@@ -228,8 +242,21 @@ def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParam
                            "(zero output convs: eps = 0)"} if sample.untrained_reference else None),
             "samples": records,
         }
+        if sample.examples:
+            index["examples"] = _examples(tmp / "examples", model, sample, seed, stems, shard_paths, seg, sr)
         write_json(tmp / "index.json", index)
     return index
+
+
+def _examples(out: Path, model: MTMusicLDM, sample: SampleParams, seed: int, stems: Sequence[str],
+              shard_paths: Sequence[Path], seg: int, sr: int) -> list[dict[str, Any]]:
+    """The listenable long-form examples (`pipeline/sample_examples.py`) from consecutive test segments."""
+    n = int(round(sample.examples_seconds * sr))
+    silent = list_silent(shard_paths)
+    runs = excerpts(list(silent), silent, stems, -(-n // seg), sample.examples)
+    segments = load_segments(shard_paths, {k for run in runs for k in run}, stems)
+    audio = [torch.cat([torch.from_numpy(segments[k].audio[:, :seg]) for k in run], dim=1) for run in runs]
+    return write_examples(out, model, sample, seed, stems, audio, sr)
 
 
 def _write_targets(root: Path, gt: torch.Tensor, items: list[str], stems: Sequence[str], settings: list[Setting],

@@ -25,7 +25,7 @@ def make_project(dest: Path, *, mutate=None) -> Path:
     raw["model"].update(channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[2],
                         num_head_channels=16)
     raw["train"].update(steps=3, batch_size=2, warmup_steps=1, checkpoint_every=2, log_every=1)
-    raw["sample"].update(count=2, batch_size=2, sampler="ddim", steps=2)
+    raw["sample"].update(count=2, batch_size=2, sampler="ddim", steps=2, examples=1, examples_seconds=1.28)
     raw["evaluate"].update(coherence=False)
     if mutate is not None:
         mutate(raw)

@@ -30,4 +30,4 @@ def test_profile_copies_a_named_profile(tmp_path: Path, capsys: pytest.CaptureFi
     assert target.read_text() == (ROOT / "profiles" / "paper.yaml").read_text()
     with pytest.raises(SystemExit):
         cli.main(["profile", "huge", "--params", str(target)])
-    assert "invalid choice: 'huge' (choose from 'embedded', 'paper')" in capsys.readouterr().err
+    assert "invalid choice: 'huge' (choose from 'cpu-hour', 'embedded', 'paper')" in capsys.readouterr().err

@@ -23,7 +23,7 @@ def raw() -> dict:
 
 
 def test_profiles_load_and_params_is_a_profile(raw):
-    for name in ("embedded", "paper"):
+    for name in ("embedded", "paper", "cpu-hour"):
         p = params_from_dict(yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text()))
         assert p.stems == STEMS
     paper = params_from_dict(yaml.safe_load((ROOT / "profiles" / "paper.yaml").read_text()))
@@ -31,6 +31,12 @@ def test_profiles_load_and_params_is_a_profile(raw):
     assert paper.data.source == "slakh"
     # The committed params.yaml is one of the profiles (the embedded default).
     assert yaml.safe_load((ROOT / "params.yaml").read_text()) == raw
+    # cpu-hour is the embedded default trained longer, nothing else (so the learning curve describes both)
+    longer = yaml.safe_load((ROOT / "profiles" / "cpu-hour.yaml").read_text())
+    assert longer["train"]["steps"] >= 5 * raw["train"]["steps"]
+    for section in (longer, raw):
+        section["train"].pop("steps"), section["train"].pop("checkpoint_every")
+    assert longer == raw
 
 
 def test_roundtrip(raw):

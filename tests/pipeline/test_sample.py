@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 PARAMS = stage.SampleParams(count=2, batch_size=2, sampler="ddim", steps=2, eta=None, noise_mode="fresh", total=True,
                             arrangement=True, guidance_scale=2.0, arrangement_guidance_scale=1.0,
                             arrangement_conditioning="target_mix", prompts=("soft music",), subtype="PCM_16",
-                            untrained_reference=False)
+                            untrained_reference=False, examples=0, examples_seconds=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +203,42 @@ def test_sample_stage_untrained_reference(setup: dict[str, Path]) -> None:
         a.unet.conv_out.bias.fill_(0.5)
         plain.conv_out.bias.fill_(0.5)
         assert torch.equal(a.unet(x, t), plain(x, t)) and a.unet(x, t).abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------- examples
+def test_excerpts_pick_consecutive_chunks_with_the_given_stems_playing() -> None:
+    from pipeline.sample_examples import excerpts
+
+    keys = ["A_c0000_v00", "A_c0001_v00", "A_c0003_v00", "B_c0000_v00", "B_c0001_v00", "B_c0002_v00",
+            "C_c0004_v00", "C_c0005_v00"]
+    silent = {k: [False] * 4 for k in keys} | {"B_c0001_v00": [True, False, False, False]}  # B's bass drops out
+    assert excerpts(keys, silent, STEMS, 2, 5) == [["A_c0000_v00", "A_c0001_v00"], ["C_c0004_v00", "C_c0005_v00"]]
+    assert excerpts(keys, silent, STEMS, 2, 1) == [["A_c0000_v00", "A_c0001_v00"]]
+    assert excerpts(keys, silent, STEMS, 3, 5) == []
+
+
+def test_sample_stage_writes_long_form_examples(setup: dict[str, Path]) -> None:
+    root = setup["root"] / "examples"
+    rng = np.random.default_rng(1)
+    chunks = [rng.uniform(-0.3, 0.3, (4, SEG)).astype(np.float32) for _ in range(2)]
+    with ShardWriter(root / "shards" / "test", "test", samples_per_shard=8) as writer:
+        for c, audio in enumerate(chunks):
+            meta = {"track": "Track00009", "split": "test", "silent": [False] * 4}
+            writer.write(encode_sample(f"Track00009_c{c:04d}_v00", audio, meta, STEMS, SR, "npy"))
+    params = replace(PARAMS, count=1, total=True, arrangement=False, prompts=(), examples=1,
+                     examples_seconds=2 * SEG / SR)
+    index = stage.run(7, STEMS, AudioParams(sample_rate=SR, segment_samples=SEG), params, setup["model"],
+                      root / "shards", root / "samples")
+    assert [e["folder"] for e in index["examples"]] == ["generate_0", "arrange_0"]
+    ex = root / "samples" / "examples"
+    assert json.loads((ex / "examples.json").read_text())["examples"] == index["examples"]
+    for folder in ("generate_0", "arrange_0"):
+        for name in (*STEMS, "mix"):
+            wav, sr = sf.read(str(ex / folder / f"{name}.wav"), dtype="float32")
+            assert sr == SR and wav.shape == (2 * SEG,), (folder, name)
+    real = np.concatenate(chunks, axis=1)
+    for s in ("bass", "drums"):  # given: the real consecutive chunks (16-bit WAV)
+        wav = sf.read(str(ex / "arrange_0" / f"{s}.wav"), dtype="float32")[0]
+        np.testing.assert_allclose(wav, real[STEMS.index(s)], atol=1.0 / 32768)
+    guitar = sf.read(str(ex / "arrange_0" / "guitar.wav"), dtype="float32")[0]
+    assert np.abs(guitar - real[STEMS.index("guitar")]).max() > 0.01  # generated, not copied
