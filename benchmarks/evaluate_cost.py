@@ -9,7 +9,6 @@ rows are the targets themselves, the untrained rows white noise: the audio conte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -98,7 +97,7 @@ def main() -> None:
     p = load_params("params.yaml")
     overrides = {k: v for k, v in (("backbone", args.backbone), ("notes", args.notes),
                                    ("bootstrap", args.bootstrap)) if v is not None}
-    params = dataclasses.replace(p.evaluate, **overrides)
+    params = p.evaluate.replace(**overrides)
     combos = {combination_name(c): list(c) for c in arrangement_combinations(STEMS)}
     times: dict[str, float] = {}
     for module, name in ((evaluate, "fad_tables"), (eval_coherence, "signal_coherence"),

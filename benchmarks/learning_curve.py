@@ -16,7 +16,6 @@ mix and seconds per sample. Prints markdown tables; writes `results.json` in the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -81,7 +80,7 @@ def learning_curve(p: Params, work: Path, marks: list[float]) -> list[dict[str, 
             target = step + (max(1, int(remaining / per_step)) if per_step else 20)
             t_cpu = cpu_minutes()
             train.run(p.seed, p.stems, p.model, p.diffusion, p.conditioning,
-                      dataclasses.replace(p.train, steps=target), work / "latents", work / "checkpoints", work / "ldm")
+                      p.train.replace(steps=target), work / "latents", work / "checkpoints", work / "ldm")
             spent += cpu_minutes() - t_cpu
             per_step = spent / target
             step = target
@@ -96,7 +95,7 @@ def sampler_curve(p: Params, work: Path) -> list[dict[str, Any]]:
     """Total generation of the last model with each (sampler, steps): FAD of the mix and seconds per sample."""
     rows = []
     for name, steps in SAMPLER_GRID:
-        params = dataclasses.replace(p.sample, sampler=name, steps=steps, arrangement=False, eta=None)
+        params = p.sample.replace(sampler=name, steps=steps, arrangement=False, eta=None)
         metrics, seconds = evaluate_model(p, work, f"{name}{steps}", params)
         rows.append({"sampler": name, "steps": steps, "seconds_per_sample": round(seconds, 2),
                      "fad_total": metrics.get("fad_total")})

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MTMUSICLDM_NO_PROGRESS", "1")
@@ -26,8 +25,8 @@ def generate(raw: Path, n_tracks: int, seconds: float) -> None:
     from pipeline._common import PROFILES_DIR, load_params
 
     p = load_params(PROFILES_DIR / "embedded.yaml")
-    syn = replace(p.synthetic, tracks={"train": n_tracks, "validation": 1, "test": 1},
-                  min_seconds=seconds, max_seconds=seconds)
+    syn = p.synthetic.replace(tracks={"train": n_tracks, "validation": 1, "test": 1},
+                              min_seconds=seconds, max_seconds=seconds)
     download.run(p.data, syn, raw)
 
 
@@ -43,7 +42,7 @@ def one_run(n_tracks: int, seconds: float, workers: int) -> dict:
                         str(seconds)], check=True)
         source, root = download.resolve_root(raw)
         t0 = time.perf_counter()
-        report = prepare.run(p.seed, p.stems, p.audio, p.data, replace(p.prepare, workers=workers, train_views=1),
+        report = prepare.run(p.seed, p.stems, p.audio, p.data, p.prepare.replace(workers=workers, train_views=1),
                              raw, out, source=source, root=root)
         wall = time.perf_counter() - t0
     audio_s = sum(s["hours_source"] for s in report["splits"].values()) * 3600

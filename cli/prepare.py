@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from mtmusicldm.data.slakh import SCANNERS
@@ -26,7 +25,7 @@ def run(args: argparse.Namespace) -> None:
     if args.source == "synthetic":
         if args.root is not None:
             print("prepare: --root is not used with --source synthetic", file=sys.stderr)
-        data = replace(p.data, source="synthetic", local_root=None)
+        data = p.data.replace(source="synthetic", local_root=None)
         download.run(data, p.synthetic, args.raw)
         source, root = download.resolve_root(args.raw)
     else:
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
             raise SystemExit(f"prepare: --root PATH is required with --source {args.source}")
         if not args.root.is_dir():
             raise SystemExit(f"prepare: --root {args.root} is not a directory")
-        data = replace(p.data, source=args.source)
+        data = p.data.replace(source=args.source)
         source, root = args.source, args.root.resolve()
     report = prepare.run(p.seed, p.stems, p.audio, data, p.prepare, args.raw, args.out, source=source, root=root)
     prepare.print_summary(report, args.out)

@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from flows import _env  # noqa: F401  (environment before prefect)
 from prefect import task
@@ -42,14 +44,13 @@ def _pump_stderr(stream, tail: collections.deque) -> None:
         tail.append(chunk)
 
 
-@task(cache_policy=NONE, task_run_name="dvc repro {stage}")
-def dvc_repro(stage: str, repo: Path, force: bool = False) -> str:
-    """Run `dvc repro <stage>` in `repo`; returns its stdout. Raises StageFailed with the stage's error.
+def _run_dvc(args: list[str], repo: Path, label: str, what: str) -> str:
+    """Run `dvc <args>` in `repo`; returns its stdout. Raises StageFailed (`what` failed) with the command's error.
 
-    The stage's progress bars stream to this process's stderr as they happen; its stdout goes to the flow log.
+    Progress bars stream to this process's stderr as they happen; stdout goes to the flow log.
     """
     logger = get_run_logger()
-    cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), stage]
+    cmd = [sys.executable, "-m", "dvc", *args]
     logger.info("running %s", " ".join(cmd[2:]))
     proc = subprocess.Popen(cmd, cwd=repo, env=_env_with_venv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, bufsize=1)
@@ -60,15 +61,15 @@ def dvc_repro(stage: str, repo: Path, force: bool = False) -> str:
     assert proc.stdout is not None
     for line in proc.stdout:
         out_lines.append(line)
-        logger.info("%s | %s", stage, line.rstrip())
+        logger.info("%s | %s", label, line.rstrip())
     returncode = proc.wait()
     pump.join(timeout=5)
     if returncode != 0:
         err = "".join(tail).replace("\r", "\n")
         lines = [ln for ln in err.splitlines() if ln.strip() and not _PROGRESS_LINE.search(ln)]
         msg = "\n".join((lines or [ln.rstrip() for ln in out_lines])[-25:])
-        logger.error("%s failed:\n%s", stage, msg)
-        raise StageFailed(f"stage {stage!r} failed (exit {returncode}):\n{msg}")
+        logger.error("%s failed:\n%s", label, msg)
+        raise StageFailed(f"{what} failed (exit {returncode}):\n{msg}")
     return "".join(out_lines)
 
 
@@ -79,6 +80,41 @@ def check_params(repo: Path) -> None:
     comes after its outputs are gone (back only with `dvc checkout`). Raises ParamsError (one line, key and file).
     """
     load_params(repo / "params.yaml")
+
+
+@task(cache_policy=NONE, task_run_name="dvc repro {stage}")
+def dvc_repro(stage: str, repo: Path, force: bool = False) -> str:
+    """Run `dvc repro <stage>` in `repo`; returns its stdout. Raises StageFailed with the stage's error."""
+    return _run_dvc(["repro", *(["--force"] if force else []), stage], repo, stage, f"stage {stage!r}")
+
+
+@task(cache_policy=NONE, task_run_name="dvc exp run {name}")
+def dvc_exp_run(name: str, repo: Path, params: Mapping[str, Any], targets: list[str] | None = None) -> str:
+    """`dvc exp run --name <name> -S key=value ... [targets]` in the workspace; returns its stdout.
+
+    DVC writes `params` (dotted keys of params.yaml) into the workspace's params.yaml, reruns what they invalidate
+    and records the run as the experiment `name` (a git ref under refs/exps; the branch is left alone).
+    """
+    sets = [arg for key, value in params.items() for arg in ("-S", f"{key}={hydra_literal(value)}")]
+    return _run_dvc(["exp", "run", "--name", name, *sets, *(targets or [])], repo, name, f"experiment {name!r}")
+
+
+def dvc_exp_show(repo: Path) -> str:
+    """`dvc exp show --md --only-changed`: the experiments of the current commit as a markdown table."""
+    return _run_dvc(["exp", "show", "--md", "--only-changed"], repo, "exp show", "dvc exp show")
+
+
+def hydra_literal(value: int | str) -> str:
+    """`value` in the Hydra override grammar of `dvc exp run -S`, so that DVC writes exactly `value`."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"only integers and strings are passed to dvc exp run -S, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if "${" in value:  # OmegaConf would resolve it as an interpolation
+        raise ValueError(f"{value!r}: '${{' cannot be passed to dvc exp run -S")
+    # Quoted: a quote is escaped by a backslash, and backslashes before a quote (or the closing one) are doubled.
+    quoted = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, quoted) + "'"
 
 
 def repro_task(stage: str):

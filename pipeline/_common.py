@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -43,13 +44,33 @@ def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[s
     return None
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
-    """Read and validate a params file; errors name the file and the dotted key (a key written twice: both lines)."""
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans (only true/false).
+
+    `dvc exp run -S` rewrites the whole params file as YAML 1.2 and drops the quotes of strings such as "no" and
+    "off" (treeverse/dvc#11018), which YAML 1.1 reads as booleans. Numbers stay YAML 1.1: `1e-4` (no dot) is a
+    string, which validation rejects with a hint.
+    """
+
+
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def read_params_yaml(path: Path | str) -> Any:
+    """The parsed params file, unvalidated (see `_ParamsLoader`); `load_params` validates it.
+
+    Raises:
+        ParamsError: not YAML, or a key written twice (named, with both lines).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     with open(path) as f:
-        loader = yaml.SafeLoader(f)  # parse once: check the node tree, then build the values from it
+        loader = _ParamsLoader(f)  # parse once: check the node tree, then build the values from it
         try:
             node = loader.get_single_node()
             duplicate = duplicate_key(node)
@@ -61,10 +82,16 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     if duplicate is not None:
         key, first, second = duplicate
         raise ParamsError(key, f"written twice in {path} (lines {first} and {second}); keep one")
+    return raw if raw is not None else {}
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate a params file; errors name the file and the dotted key."""
+    raw = read_params_yaml(path)
     try:
-        return params_from_dict(raw if raw is not None else {})
+        return params_from_dict(raw)
     except ParamsError as e:
-        raise ParamsError(e.key, f"{str(e).split(': ', 2)[-1]} (in {path})") from None
+        raise ParamsError(e.key, f"{e.reason} (in {path})") from None
 
 
 def stage_main(main: Callable[[Sequence[str] | None], None]) -> Callable[[Sequence[str] | None], None]:

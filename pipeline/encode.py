@@ -79,7 +79,7 @@ def build_conditioner(conditioning: ConditioningParams, device: str | torch.devi
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(conditioning.seed)
             return ClapConditioner.build(conditioning.amodel, text_model_dir=text_dir, device=device)
-    assert conditioning.checkpoint is not None  # ConditioningParams.validate
+    assert conditioning.checkpoint is not None  # ConditioningParams._rules
     path = Path(conditioning.checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"conditioning.checkpoint: CLAP checkpoint {str(path)!r} not found. {WEIGHTS_HINT}")

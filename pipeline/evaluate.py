@@ -65,7 +65,6 @@ def load_paper_results() -> dict[str, Any]:
 
 def make_backbone(evaluate: EvaluateParams) -> AudioEmbedder:
     """The FAD embedder named by ``evaluate.backbone`` (weights and settings from the params)."""
-    evaluate.validate("evaluate")
     kwargs: dict[str, Any] = {
         "vggish": {k: v for k, v in (("weights", evaluate.vggish_weights), ("hub_dir", evaluate.vggish_hub_dir))
                    if v is not None},

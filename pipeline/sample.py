@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from mtmusicldm.audio import save_audio
-from mtmusicldm.config import AudioParams, SampleParams
+from mtmusicldm.config import AudioParams, SampleParams, params_to_dict
 from mtmusicldm.data.shards import decode_sample, list_shards
 from mtmusicldm.diffusion.inpainting import arrangement_combinations, combination_name
 from mtmusicldm.diffusion.samplers import DEFAULT_ETA
@@ -190,7 +190,6 @@ def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParam
     Returns:
         The index.json content.
     """
-    sample.validate("sample")
     model = load_model(model_dir)
     if tuple(model.stems) != tuple(stems):
         raise ValueError(f"{model_dir}: model stems {list(model.stems)} differ from params stems {list(stems)}")
@@ -232,7 +231,7 @@ def run(seed: int, stems: Sequence[str], audio: AudioParams, sample: SampleParam
                         })
         index = {
             "format": INDEX_FORMAT, "version": INDEX_VERSION, "stems": list(stems), "sample_rate": sr,
-            "segment_samples": seg, "seed": seed, "sample": asdict(sample) | {"prompts": list(sample.prompts)},
+            "segment_samples": seg, "seed": seed, "sample": params_to_dict(sample),
             "model": {"dir": str(model_dir), "source": model.config["source"],
                       "trained_steps": model.config["trained_steps"], "conditional": model.film_dim is not None},
             "items": [{"item": it, "key": k, "track": segments[k].meta["track"],

@@ -20,7 +20,6 @@ REQUIREMENTS = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]
                 + sum(PYPROJECT["project"]["optional-dependencies"].values(), [])]
 TORCH_SET = {"torch", "torchvision", "torchaudio", "numpy"}
 NOT_IMPORTED = {  # declared, never imported by the project's code, and why they are declared anyway
-    "dvc": "run as the `dvc` command by the flows",
     "encodec": "imported by frechet-audio-distance (the eval extra)",
     "huggingface-hub": "the hub client diffusers and transformers load weights with (offline settings)",
     "onnxruntime": "runs basic-pitch's ONNX model (imported by basic_pitch)",

@@ -7,7 +7,6 @@ from mtmusicldm.codec.latents import (
     scale_factor_from_latents,
 )
 from mtmusicldm.codec.vae import (
-    Posterior,
     build_vae,
     decode,
     encode_moments,
@@ -28,7 +27,6 @@ __all__ = [
     "GriffinLimVocoder",
     "HifiGanVocoder",
     "LatentScale",
-    "Posterior",
     "Vocoder",
     "build_vae",
     "decode",

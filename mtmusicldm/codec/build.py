@@ -80,12 +80,12 @@ def _trained_vae(codec: CodecParams, seed: int) -> AutoencoderKL:
 
 
 def _diffusers_vae(codec: CodecParams, seed: int) -> AutoencoderKL:
-    assert codec.path is not None  # CodecParams.validate
+    assert codec.path is not None  # CodecParams._rules
     return load_vae_pretrained(codec.path, subfolder=_pretrained_subfolder(codec.path, "vae"))
 
 
 def _official_vae(codec: CodecParams, seed: int) -> AutoencoderKL:
-    assert codec.path is not None  # CodecParams.validate
+    assert codec.path is not None  # CodecParams._rules
     checkpoint = read_official_checkpoint(Path(codec.path), "MusicLDM VAE (codec.path)")
     return load_vae(checkpoint, MUSICLDM_DDCONFIG, MUSICLDM_DDCONFIG["z_channels"])
 
@@ -105,7 +105,7 @@ def _griffin_lim(codec: CodecParams) -> GriffinLimVocoder:
 
 def _hifigan(codec: CodecParams) -> HifiGanVocoder:
     source = codec.vocoder_path if codec.vocoder_path is not None else codec.path
-    if source is None:  # CodecParams.validate: vocoder_path is required unless kind is diffusers
+    if source is None:  # CodecParams._rules: vocoder_path is required unless kind is diffusers
         raise ValueError("codec.vocoder_path: required for the hifigan vocoder")
     local = Path(source).expanduser()
     if local.is_file() or local.suffix in (".ckpt", ".pt", ".pth"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from mtmusicldm.audio.mel import FMAX, FMIN, N_FFT, N_MELS, log_mel
@@ -151,7 +152,12 @@ class Codec:
 
 def sample_posterior(mean: Tensor, std: Tensor,
                      generator: torch.Generator | Sequence[torch.Generator] | None) -> Tensor:
-    """`mean + std * eps`, eps ~ N(0, 1) drawn on the CPU (device-independent values).
+    """`mean + std * eps`, eps ~ N(0, 1) drawn in float32 on the CPU (device-independent values).
+
+    Not diffusers' `DiagonalGaussianDistribution.sample`: that takes moments `[N, 2C, T', F']` (mean | logvar) and
+    draws in their dtype, while this draws stacked `[B, S, C, T', F']` (mean, std), as the encode stage stores them,
+    with one generator per item b for all its stems, in float32 whatever the model's dtype. The per-item draws are
+    diffusers' `randn_tensor` (item b's noise comes from generator b alone, whatever the batch).
 
     Args:
         mean, std: [B, ...] posterior parameters.
@@ -161,11 +167,10 @@ def sample_posterior(mean: Tensor, std: Tensor,
         [B, ...] draw, dtype/device of `mean`.
     """
     if isinstance(generator, Sequence):
-        if len(generator) != mean.shape[0]:
+        if len(generator) != mean.shape[0]:  # randn_tensor would ignore extra generators
             raise ValueError(f"got {len(generator)} generators for a batch of {mean.shape[0]}")
-        eps = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=torch.float32) for g in generator])
-    else:
-        eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
+        generator = list(generator)
+    eps = randn_tensor(tuple(mean.shape), generator=generator, device=torch.device("cpu"), dtype=torch.float32)
     return mean + std * eps.to(device=mean.device, dtype=mean.dtype)
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
 from torch import Tensor
 
-from mtmusicldm.codec.vae import Posterior, decode, encode_moments, posterior_from_moments
+from mtmusicldm.codec.vae import decode, encode_moments, posterior_from_moments
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def scale_factor_from_latents(z: Tensor) -> float:
     return 1.0 / std
 
 
-def _posterior_stems(vae: AutoencoderKL, mel: Tensor, chunk_size: int | None) -> Posterior:
+def _posterior_stems(vae: AutoencoderKL, mel: Tensor, chunk_size: int | None) -> DiagonalGaussianDistribution:
     if mel.ndim != 4:
         raise ValueError(f"mel must be [B, S, T, F], got shape {tuple(mel.shape)}")
     images = rearrange(mel, "b s t f -> (b s) 1 t f")  # row = b*S + s

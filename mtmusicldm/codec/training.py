@@ -41,18 +41,6 @@ LSD_EPS = 1e-10
 # Loss
 
 
-def kl_to_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over all but the batch dim (official posterior.kl()).
-
-    Args:
-        mean, logvar: [N, C, T', F'].
-
-    Returns:
-        [N] per-item KL in nats.
-    """
-    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
-
-
 @dataclass(frozen=True)
 class VaeLoss:
     """One loss evaluation: `loss` (scalar, differentiable) and detached terms for logging."""
@@ -76,11 +64,9 @@ def vae_loss(vae: AutoencoderKL, mel: Tensor, *, kl_weight: float,
         `VaeLoss`.
     """
     posterior = posterior_from_moments(encode_moments(vae, mel))
-    eps = torch.randn(posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype)
-    z = posterior.mean + posterior.std * eps.to(posterior.mean.device)
-    rec = decode(vae, z)
+    rec = decode(vae, posterior.sample(generator))
     abs_err = (mel - rec).abs()
-    kl = kl_to_standard_normal(posterior.mean, posterior.logvar)
+    kl = posterior.kl()  # [N]: KL(N(mu, sigma^2) || N(0, 1)) summed over C, T', F' (official posterior.kl())
     loss = abs_err.flatten(1).sum(1).mean() + kl_weight * kl.mean()
     return VaeLoss(loss=loss, rec_l1=float(abs_err.detach().mean()), kl=float(kl.detach().mean()))
 

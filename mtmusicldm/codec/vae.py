@@ -1,10 +1,11 @@
-"""Mel-domain VAE: diffusers `AutoencoderKL` plus the official diagonal-Gaussian posterior.
+"""Mel-domain VAE: diffusers `AutoencoderKL` and its `DiagonalGaussianDistribution` (the official posterior).
 
 The network is the real diffusers module; this file only configures it for MusicLDM (1-channel log-mel images,
 8 latent channels, 4x down-sampling on both axes) and exposes small functional helpers:
 
 * `vae_config(...)` -> diffusers kwargs equal to the official `ddconfig` (spec §3),
-* `encode_moments` / `encode_posterior` -> the posterior `N(mean, exp(logvar))` with the official logvar clamp,
+* `encode_moments` / `posterior_from_moments` / `encode_posterior` -> the posterior `N(mean, exp(logvar))` with the
+  official logvar clamp,
 * `decode` -> `decoder(post_quant_conv(z))`.
 
 Architecture notes (checked against the official `diffusionmodules/model.py` and the golden `vae.pt`):
@@ -20,16 +21,16 @@ Architecture notes (checked against the official `diffusionmodules/model.py` and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import Tensor
 
 LOGVAR_MIN: float = -30.0
-"""Lower clamp of the posterior log-variance (official `DiagonalGaussianDistribution`)."""
+"""Lower clamp of the posterior log-variance (official and diffusers `DiagonalGaussianDistribution`)."""
 LOGVAR_MAX: float = 20.0
 """Upper clamp of the posterior log-variance."""
 
@@ -168,62 +169,22 @@ def load_vae_pretrained(path_or_hub_id: str, subfolder: str | None = "vae") -> A
 # Posterior
 
 
-@dataclass(frozen=True)
-class Posterior:
-    """Diagonal Gaussian posterior `N(mean, exp(logvar))` (official `DiagonalGaussianDistribution`).
+def posterior_from_moments(moments: Tensor) -> DiagonalGaussianDistribution:
+    """The official diagonal-Gaussian posterior of the moments: diffusers' `DiagonalGaussianDistribution`.
 
-    Attributes:
-        mean: [N, C, T', F'] posterior mean.
-        logvar: [N, C, T', F'] log-variance, already clamped to [LOGVAR_MIN, LOGVAR_MAX].
-    """
-
-    mean: Tensor
-    logvar: Tensor
-
-    @property
-    def std(self) -> Tensor:
-        """exp(0.5 * logvar), [N, C, T', F']."""
-        return torch.exp(0.5 * self.logvar)
-
-    @property
-    def var(self) -> Tensor:
-        """exp(logvar), [N, C, T', F']."""
-        return torch.exp(self.logvar)
-
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Reparameterised draw `mean + std * eps`, eps ~ N(0, 1) from `generator` (on the generator's device)."""
-        noise = randn_like_on(self.mean, generator)
-        return self.mean + self.std * noise
-
-
-def randn_like_on(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like `x`, drawn on `generator`'s device then moved to `x.device`.
-
-    Args:
-        x: reference tensor (shape, dtype, device).
-        generator: explicit RNG; None uses torch's global RNG.
-
-    Returns:
-        Tensor like `x`.
-    """
-    device = x.device if generator is None else generator.device
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
-    return noise.to(x.device)
-
-
-def posterior_from_moments(moments: Tensor) -> Posterior:
-    """Split moments on channels into mean / logvar and clamp logvar to [-30, 20] (official posterior).
+    It splits the channels into mean | logvar and clamps logvar to [LOGVAR_MIN, LOGVAR_MAX] (official), draws
+    `mean + std * eps` with `sample(generator)` (eps on a CPU generator is drawn on the CPU, then moved) and gives
+    the KL to N(0, 1) with `kl()`. diffusers does not check the channel count; this does.
 
     Args:
         moments: [N, 2C, T', F'] output of `quant_conv(encoder(x))`.
 
     Returns:
-        `Posterior` with mean and clamped logvar, each [N, C, T', F'].
+        The posterior; `.mean`, `.logvar` (clamped), `.std`, `.var` are [N, C, T', F'].
     """
     if moments.shape[1] % 2:
         raise ValueError(f"moments need an even channel count (mean | logvar), got shape {tuple(moments.shape)}")
-    mean, logvar = torch.chunk(moments, 2, dim=1)
-    return Posterior(mean=mean, logvar=torch.clamp(logvar, LOGVAR_MIN, LOGVAR_MAX))
+    return DiagonalGaussianDistribution(moments)
 
 
 # ---------------------------------------------------------------------------------------------------------------

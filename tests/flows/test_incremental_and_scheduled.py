@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
+import yaml
 
 from tests.project_copy import make_project
 
 pytestmark = pytest.mark.slow
+
+
+def _git(repo, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
 def _latest_step(repo) -> int:
@@ -18,7 +25,6 @@ def test_full_chain_incremental_retrain_and_scheduled_evaluation(prefect_harness
     from flows.end_to_end import end_to_end
     from flows.incremental import incremental_retrain
     from flows.scheduled_eval import HISTORY, evaluate_latest
-    from pipeline.params_edit import get_param
 
     monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
     repo = make_project(tmp_path / "proj")
@@ -29,12 +35,22 @@ def test_full_chain_incremental_retrain_and_scheduled_evaluation(prefect_harness
     codec_mtime = (repo / "models" / "codec" / "codec.json").stat().st_mtime_ns
     latents_mtime = (repo / "data" / "latents" / "latents.json").stat().st_mtime_ns
 
-    # Two more steps: only train -> sample -> evaluate rerun, training continues from step 3.
+    # Two more steps, as a DVC experiment: only train -> sample -> evaluate rerun, training continues from step 3.
     params_file = repo / "params.yaml"
-    params_file.write_text("# tiny project (comment kept by the flow)\n" + params_file.read_text())
+    params_file.write_text("# tiny project (comment kept by DVC)\n" + params_file.read_text())
+    committed = _git(repo, "show", "HEAD:params.yaml")
+    head = _git(repo, "rev-parse", "HEAD")
     out = incremental_retrain(repo=str(repo), extra_steps=2)
-    assert out["overrides"] == {"train.steps": 5} and get_param(repo / "params.yaml", "train.steps") == 5
-    assert params_file.read_text().startswith("# tiny project (comment kept by the flow)")
+    assert out["overrides"] == {"train.steps": 5} and out["experiment"] in out["experiments"]
+    # The branch and params.yaml in git are untouched; DVC applied the value to the workspace and recorded the run.
+    assert _git(repo, "rev-parse", "HEAD") == head and _git(repo, "show", "HEAD:params.yaml") == committed
+    assert yaml.safe_load(params_file.read_text())["train"]["steps"] == 5
+    assert params_file.read_text().startswith("# tiny project (comment kept by DVC)")
+    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
+                                      capture_output=True, text=True, check=True).stdout)
+    runs = {r["name"]: r["data"]["params"]["params.yaml"]["data"] for b in shown for e in b["experiments"] or []
+            for r in e["revs"]}
+    assert runs[out["experiment"]]["train"]["steps"] == 5
     assert _latest_step(repo) == 5
     assert json.loads((repo / "models" / "ldm" / "config.json").read_text())["trained_steps"] == 5
     assert (repo / "models" / "codec" / "codec.json").stat().st_mtime_ns == codec_mtime
@@ -48,19 +64,6 @@ def test_full_chain_incremental_retrain_and_scheduled_evaluation(prefect_harness
     lines = (repo / HISTORY).read_text().splitlines()
     assert len(lines) == 2 and first["trained_steps"] == second["trained_steps"] == 5
     assert first["metrics"] and first["model_sha256"] == second["model_sha256"]
-
-
-def test_bad_override_changes_nothing(tmp_path):
-    from mtmusicldm.config import ParamsError
-    from pipeline.params_edit import set_params
-
-    repo = make_project(tmp_path / "p")
-    before = (repo / "params.yaml").read_text()
-    with pytest.raises(ParamsError, match="train.steps"):
-        set_params(repo / "params.yaml", {"train.steps": 0})
-    with pytest.raises(KeyError, match="train.nope"):
-        set_params(repo / "params.yaml", {"train.nope": 1})
-    assert (repo / "params.yaml").read_text() == before
 
 
 def test_scheduled_deployment_is_constructible():

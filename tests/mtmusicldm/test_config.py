@@ -63,6 +63,11 @@ def test_roundtrip(raw):
     (lambda r: r["prepare"].update(max_shift_fraction=True), "prepare.max_shift_fraction"),
     (lambda r: r["sample"].update(sampler="heun"), "sample.sampler"),
     (lambda r: r["evaluate"].update(backbone="pann"), "evaluate.backbone"),
+    (lambda r: r["prepare"].update(train_views=True), "prepare.train_views"),
+    (lambda r: r["train"].update(lr=float("nan")), "train.lr"),
+    (lambda r: r["model"].update(channel_mult=[1, "2"]), "model.channel_mult[1]"),
+    (lambda r: r["synthetic"]["tracks"].update({1: 2}), "synthetic.tracks.<key>"),
+    (lambda r: r.update(audio=[16000]), "audio"),
 ])
 def test_bad_params_name_the_key(raw, mutate, key):
     bad = copy.deepcopy(raw)
@@ -70,7 +75,49 @@ def test_bad_params_name_the_key(raw, mutate, key):
     with pytest.raises(ParamsError) as exc:
         params_from_dict(bad)
     assert exc.value.key == key
-    assert str(exc.value).startswith(f"params: {key}:")
+    assert str(exc.value).startswith(f"params: {key}:") and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["prepare"].update(train_views=0), "params: prepare.train_views: must be in [1, 64], got 0"),
+    (lambda r: r["train"].update(lr=1.0), "params: train.lr: must be in (0.0, 1.0), got 1.0"),
+    (lambda r: r["evaluate"].update(bootstrap=5), "params: evaluate.bootstrap: must be >= 10, got 5"),
+    (lambda r: r["data"].update(silence_threshold_db="1e-4"), "params: data.silence_threshold_db: expected a number, "
+                                                              "got the string '1e-4' (write floats as 1.0e-4)"),
+    (lambda r: r["train"].update(splits="train"), "params: train.splits: expected a list, got 'train'"),
+    (lambda r: r["prepare"].update(typo_key=3), "params: prepare.typo_key: unknown key (allowed here: train_views, "
+                                                "max_shift_fraction, max_track_seconds, samples_per_shard, "
+                                                "audio_format, workers)"),
+    (lambda r: r["sample"].update(total=False, arrangement=False, prompts=[]),
+     "params: sample.total: nothing to sample: total, arrangement and prompts are all off"),
+])
+def test_messages_say_what_is_allowed(raw, mutate, message):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(ParamsError) as exc:
+        params_from_dict(bad)
+    assert str(exc.value) == message
+
+
+def test_lists_are_stored_as_tuples(raw):
+    p = params_from_dict(raw)
+    assert p.model.channel_mult == tuple(raw["model"]["channel_mult"]) and isinstance(p.train.splits, tuple)
+    assert p.synthetic.programs["bass"] == tuple(raw["synthetic"]["programs"]["bass"])
+
+
+def test_replace_is_a_validated_copy(raw):
+    p = params_from_dict(raw)
+    faster = p.train.replace(lr=1.0e-3)
+    assert faster.lr == 1.0e-3 and p.train.lr == raw["train"]["lr"] and faster.steps == p.train.steps
+    assert p.replace(train=faster).train == faster and p.sample.replace(prompts=["a"]).prompts == ("a",)
+    with pytest.raises(ParamsError, match=r"^params: train\.lr: must be in \(0\.0, 1\.0\), got 2\.0$"):
+        p.train.replace(lr=2.0)
+    with pytest.raises(ParamsError, match=r"^params: sample\.total: nothing to sample"):
+        p.sample.replace(total=False, arrangement=False, prompts=())
+    with pytest.raises(ParamsError, match=r"^params: model\.channel_mult: 6 levels"):  # cross-section rules too
+        p.replace(model=p.model.replace(channel_mult=(1,) * 6))
+    with pytest.raises(ParamsError, match=r"^params: train\.no_such_field: unknown key"):
+        p.train.replace(no_such_field=1)
 
 
 def test_params_are_frozen(raw):

@@ -1,7 +1,6 @@
 """Tiny params for stage tests: the embedded profile shrunk to seconds of work."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,11 @@ from pipeline._common import PROFILES_DIR, load_params
 
 def tiny_params(**prepare_overrides) -> Params:
     p = load_params(PROFILES_DIR / "embedded.yaml")
-    return replace(
-        p,
-        audio=replace(p.audio, segment_samples=10240),
-        synthetic=replace(p.synthetic, tracks={"train": 2, "validation": 1, "test": 1}, min_seconds=2.0,
-                          max_seconds=3.0),
-        prepare=replace(p.prepare, workers=0, samples_per_shard=4, **prepare_overrides),
+    return p.replace(
+        audio=p.audio.replace(segment_samples=10240),
+        synthetic=p.synthetic.replace(tracks={"train": 2, "validation": 1, "test": 1}, min_seconds=2.0,
+                                      max_seconds=3.0),
+        prepare=p.prepare.replace(workers=0, samples_per_shard=4, **prepare_overrides),
     )
 
 

@@ -1,8 +1,10 @@
-"""Stage helpers: the params file reader (keys written twice) and the one-line stage entry points."""
+"""Stage helpers: reading params files (YAML 1.2 booleans, YAML 1.1 numbers, keys written twice, one-line errors
+naming the file) and the one-line stage entry points."""
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,41 @@ import pytest
 import yaml
 
 from mtmusicldm.config import ParamsError
-from pipeline._common import PROFILES_DIR, load_params
+from pipeline._common import PROFILES_DIR, load_params, read_params_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with(tmp_path: Path, key: str, value: str) -> Path:
+    """The embedded profile with the (first) line `key: ...` set to `key: value`, written as given."""
+    text, n = re.subn(rf"^(\s*{key}:) *\S+", rf"\g<1> {value}", (PROFILES_DIR / "embedded.yaml").read_text(),
+                      count=1, flags=re.M)
+    assert n == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_only_true_and_false_are_booleans(tmp_path):
+    path = _with(tmp_path, "mixed_precision", "no")
+    assert load_params(path).train.mixed_precision == "no"
+    assert read_params_yaml(path)["sample"]["total"] is True
+    with pytest.raises(ParamsError, match=r"^params: codec\.whiten: Input should be a valid boolean, got 'yes' \(in "):
+        load_params(_with(tmp_path, "whiten", "yes"))
+
+
+def test_floats_without_a_dot_get_the_hint(tmp_path):
+    with pytest.raises(ParamsError, match=r"codec\.lr: expected a number, got the string '2e-3' \(write floats"):
+        load_params(_with(tmp_path, "lr", "2e-3"))
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"^params: <file>: .*bad\.yaml is not valid YAML") as e:
+        load_params(tmp_path / "bad.yaml")
+    assert "\n" not in str(e.value)  # one line
 
 
 def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
@@ -29,16 +63,6 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path):
     path.write_text("seed: 1\nseed: 2\n")
     with pytest.raises(ParamsError, match=r"params: seed: written twice .*\(lines 1 and 2\)"):
         load_params(path)
-
-
-def test_valid_files_load_as_before(tmp_path):
-    raw = yaml.safe_load((PROFILES_DIR / "embedded.yaml").read_text())
-    assert load_params(PROFILES_DIR / "embedded.yaml").seed == raw["seed"]
-    path = tmp_path / "broken.yaml"
-    path.write_text("seed: [1, 2\n")
-    with pytest.raises(ParamsError, match=f"{path} is not valid YAML") as e:
-        load_params(path)
-    assert "\n" not in str(e.value)
 
 
 def _stage_commands() -> list[list[str]]:
@@ -71,6 +95,6 @@ def test_stage_process_prints_one_line(tmp_path):
                            str(tmp_path / "shards")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"prepare: params: prepare.samples_per_shard: must be in [1, 100000], got 0 "
-                                                f"(in {params})"], proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"prepare: params: prepare.samples_per_shard: must be in [1, 100000], got 0 (in {params})"], proc.stderr
     assert not (tmp_path / "shards").exists()

@@ -8,7 +8,7 @@ import json
 import tarfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def _run(server: Server, out: Path, monkeypatch: pytest.MonkeyPatch, md5: str) -
     monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
     monkeypatch.setitem(download.ARCHIVES, "babyslakh", download.Archive(server.url, md5, "tiny", LAYOUT))
     p = tiny_params()
-    return download.run(replace(p.data, source="babyslakh", local_root=None), p.synthetic, out)
+    return download.run(p.data.replace(source="babyslakh", local_root=None), p.synthetic, out)
 
 
 def test_cut_connection_resumes_with_range(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

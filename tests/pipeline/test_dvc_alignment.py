@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib
 import inspect
 from pathlib import Path
@@ -14,7 +13,7 @@ from mtmusicldm.config import Params
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-SECTIONS = {f.name for f in dataclasses.fields(Params)}
+SECTIONS = set(Params.model_fields)
 VALIDATION_ONLY = {ROOT / "mtmusicldm" / "config.py": {"mtmusicldm.diffusion.samplers",
                                                        "mtmusicldm.evaluation.embedders"}}
 """Imports that only decide whether a params file is accepted (registry names: a sampler, a FAD backbone), never

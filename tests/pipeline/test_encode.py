@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -32,13 +31,13 @@ LATENT_SHAPE = [4, 8, 16, 16]
 
 def run_encode(shards: Path, codec_dir: Path, out: Path, **overrides) -> dict:
     p = tiny_params()
-    conditioning = dataclasses.replace(p.conditioning, clap="none")
+    conditioning = p.conditioning.replace(clap="none")
     encode_params = p.encode
     for name, value in overrides.items():
         if name in ("clap", "amodel"):
-            conditioning = dataclasses.replace(conditioning, **{name: value})
+            conditioning = conditioning.replace(**{name: value})
         else:
-            encode_params = dataclasses.replace(encode_params, **{name: value})
+            encode_params = encode_params.replace(**{name: value})
     return encode.run(p.seed, p.stems, p.audio, p.codec, conditioning, encode_params, shards, codec_dir, out)
 
 
@@ -188,7 +187,7 @@ def test_codec_errors(shards: Path, codec_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="codec directory"):
         run_encode(shards, tmp_path / "nowhere", tmp_path / "latents")
     p = tiny_params()
-    wide = codec_from_params(dataclasses.replace(p.codec, latent_channels=4), seed=0)
+    wide = codec_from_params(p.codec.replace(latent_channels=4), seed=0)
     save_codec(tmp_path / "codec4", wide.vae, wide.vocoder)
     with pytest.raises(ValueError, match="latent channels"):
         run_encode(shards, tmp_path / "codec4", tmp_path / "latents")

@@ -6,7 +6,6 @@ import csv
 import inspect
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +215,7 @@ def test_bad_items_are_skipped_with_reasons(evaluated: dict[str, Any], tmp_path:
     wav[7] = np.nan
     sf.write(str(tmp_path / f"samples/arrange_B/bass/{item}.wav"), wav, SR, subtype="FLOAT")
     save_audio(tmp_path / f"samples/arrange_G/mix/{item}.wav", np.zeros(100, np.float32), SR)  # too short
-    params = replace(PARAMS, notes="off")
+    params = PARAMS.replace(notes="off")
     fad = stage.run(STEMS, params, tmp_path / "samples", evaluated["shards"], None, tmp_path / "m", tmp_path / "r",
                     None)
     coh = json.loads((tmp_path / "m/coherence.json").read_text())
@@ -241,7 +240,7 @@ def test_cache_reuse_and_invalidation(tmp_path: Path, monkeypatch: pytest.Monkey
         return out
 
     monkeypatch.setattr(fad_table, "embed_dir", counting)
-    no_coh = replace(PARAMS, coherence=False)
+    no_coh = PARAMS.replace(coherence=False)
     args = (tmp_path / "noshards", None, tmp_path / "m", tmp_path / "r", tmp_path / "cache")
     stage.run(STEMS, no_coh, tmp_path / "samples", *args)
     assert "samples/total/mix" in calls  # new folders: embedded once
@@ -261,7 +260,7 @@ def test_text_references_and_errors(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "samples/total", tmp_path / "samples/text_soft_music")
     (tmp_path / "samples/index.json").write_text(json.dumps(index))
     refs = {"soft music": str(tmp_path / "samples/target/mix"), "energetic music": str(tmp_path / "samples/total/bass")}
-    params = replace(PARAMS, coherence=False, text_references=refs)
+    params = PARAMS.replace(coherence=False, text_references=refs)
     fad = stage.run(STEMS, params, tmp_path / "samples", tmp_path / "noshards", None, tmp_path / "m", tmp_path / "r",
                     None)
     t2 = fad["table2"]
@@ -288,10 +287,10 @@ def test_text_references_and_errors(tmp_path: Path) -> None:
 def test_make_backbone_maps_the_params() -> None:
     from mtmusicldm.config import ParamsError
 
-    crepe = stage.make_backbone(replace(PARAMS, backbone="crepe", crepe_model="tiny", crepe_hop_s=0.16))
+    crepe = stage.make_backbone(PARAMS.replace(backbone="crepe", crepe_model="tiny", crepe_hop_s=0.16))
     assert (crepe.name, crepe.model, crepe.hop) == ("crepe", "tiny", 2560)
     assert stage.make_backbone(PARAMS).name == "offline"
     with pytest.raises(ParamsError, match="exactly one of vggish_weights"):
-        stage.make_backbone(replace(PARAMS, backbone="vggish"))
+        stage.make_backbone(PARAMS.replace(backbone="vggish"))
     with pytest.raises(ParamsError, match="bootstrap"):
-        stage.make_backbone(replace(PARAMS, bootstrap=5))
+        stage.make_backbone(PARAMS.replace(bootstrap=5))

@@ -1,7 +1,6 @@
 import hashlib
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ def test_prepare_writes_splits_report_and_is_deterministic(tiny, tiny_corpus, tm
     _run(tiny, tiny_corpus, tmp_path / "b")
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
     # parallel workers give the same bytes
-    _run(replace(tiny, prepare=replace(tiny.prepare, workers=2)), tiny_corpus, tmp_path / "c")
+    _run(tiny.replace(prepare=tiny.prepare.replace(workers=2)), tiny_corpus, tmp_path / "c")
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "c")
 
 
@@ -78,7 +77,7 @@ def test_bad_tracks_are_reported_and_the_rest_processed(tiny, tiny_corpus, tmp_p
 
 
 def test_short_tracks_are_skipped_with_reason(tiny, tiny_corpus, tmp_path):
-    p = replace(tiny, audio=replace(tiny.audio, segment_samples=5120 * 9))  # 2.88 s: longer than some tracks
+    p = tiny.replace(audio=tiny.audio.replace(segment_samples=5120 * 9))  # 2.88 s: longer than some tracks
     report = _run(p, tiny_corpus, tmp_path / "o")
     short = [s for s in report["skipped"] if "shorter than one segment" in s["reason"]]
     kept = sum(s["tracks"] for s in report["splits"].values())

@@ -3,7 +3,6 @@ rerun gives the same bytes as an uninterrupted run (training: the same weights, 
 states), and nothing is left behind."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
@@ -87,7 +86,7 @@ def test_prepare_killed_then_rerun(tiny_corpus: Path, tmp_path: Path) -> None:
     prepare.run(p.seed, p.stems, p.audio, p.data, p.prepare, tiny_corpus, reference)
 
     params = write_params(tmp_path / "params.yaml",
-                          dataclasses.replace(p, prepare=dataclasses.replace(p.prepare, workers=1)))
+                          p.replace(prepare=p.prepare.replace(workers=1)))
     data = tmp_path / "data"
     data.mkdir()
     workers = kill_during([sys.executable, "-m", "pipeline.prepare", "--params", str(params), "--raw",
@@ -121,7 +120,7 @@ def test_encode_killed_then_resumed(tmp_path: Path) -> None:
     assert reference["encoded_shards"] == 10
 
     params = write_params(tmp_path / "params.yaml",
-                          dataclasses.replace(p, conditioning=dataclasses.replace(p.conditioning, clap="none")))
+                          p.replace(conditioning=p.conditioning.replace(clap="none")))
     data = tmp_path / "data"
     data.mkdir()
     kill_during([sys.executable, "-m", "pipeline.encode", "--params", str(params), "--shards", str(shards),

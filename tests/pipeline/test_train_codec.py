@@ -1,7 +1,6 @@
 """train_codec stage on tiny synthetic shards: training helps, report/plot/codec dir written, seeded weights."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -30,10 +29,10 @@ STEMS = ("bass", "drums", "guitar", "piano")
 def tiny_params() -> Params:
     """The embedded profile with 0.64 s segments and a fast codec."""
     p = load_params(PROFILES_DIR / "embedded.yaml")
-    codec = dataclasses.replace(p.codec, kind="trained", train_steps=10, batch_size=4, lr=2.0e-3, griffin_lim_iters=2)
-    encode = dataclasses.replace(p.encode, batch_size=2, scale_segments=3)
-    return dataclasses.replace(p, audio=AudioParams(sample_rate=SR, segment_samples=SEGMENT), codec=codec,
-                               encode=encode)
+    codec = p.codec.replace(kind="trained", latent_channels=8, train_steps=10, batch_size=4, lr=2.0e-3,
+                            griffin_lim_iters=2)
+    encode = p.encode.replace(batch_size=2, scale_segments=3)
+    return p.replace(audio=AudioParams(sample_rate=SR, segment_samples=SEGMENT), codec=codec, encode=encode)
 
 
 def stem_audio(rng: np.random.Generator, silent: list[bool]) -> np.ndarray:
@@ -119,7 +118,7 @@ def test_codec_dir_contents_and_report(trained: tuple[Path, dict]) -> None:
 def test_same_seed_same_weights(shards: Path, tmp_path: Path) -> None:
     """Data order, posterior noise and initialisation all come from `seed` (init seeding: test_codec_dir)."""
     p = tiny_params()
-    codec = dataclasses.replace(p.codec, train_steps=2)
+    codec = p.codec.replace(train_steps=2)
     a = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "a")
     b = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "b")
     files = sorted(str(f.relative_to(tmp_path / "a")) for f in (tmp_path / "a").rglob("*") if f.is_file())
@@ -131,7 +130,7 @@ def test_same_seed_same_weights(shards: Path, tmp_path: Path) -> None:
 
 def test_zero_steps_keeps_initial_weights_and_missing_shards_error(shards: Path, tmp_path: Path) -> None:
     p = tiny_params()
-    codec = dataclasses.replace(p.codec, train_steps=0)
+    codec = p.codec.replace(train_steps=0)
     report = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "codec")
     assert report["mel_l1"] == report["mel_l1_initial"] and report["train"]["history"] == []
     with pytest.raises(ValueError, match="no non-silent stem segments"):
@@ -143,13 +142,13 @@ def test_segment_length_mismatch_is_reported(shards: Path, tmp_path: Path) -> No
     p = tiny_params()
     audio = AudioParams(sample_rate=SR, segment_samples=2 * SEGMENT)
     with pytest.raises(ValueError, match="segment_samples"):
-        train_codec.run(p.seed, p.stems, audio, dataclasses.replace(p.codec, train_steps=0), shards, tmp_path / "c")
+        train_codec.run(p.seed, p.stems, audio, p.codec.replace(train_steps=0), shards, tmp_path / "c")
 
 
 def test_cli_main(shards: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     p = tiny_params()
-    raw = params_to_dict(dataclasses.replace(p, codec=dataclasses.replace(p.codec, train_steps=0)))
+    raw = params_to_dict(p.replace(codec=p.codec.replace(train_steps=0)))
     params.write_text(yaml.safe_dump(raw))
     train_codec.main(["--params", str(params), "--shards", str(shards), "--out", str(tmp_path / "codec"),
                       "--device", "cpu"])
@@ -191,7 +190,7 @@ def test_mel_batches_random_crops_are_seeded_and_on_the_latent_grid():
 # ---------------------------------------------------------------------------------------------------------------- pca
 def test_pca_codec_is_fitted_on_training_stems_and_reports_every_stem(shards: Path, tmp_path: Path) -> None:
     p = tiny_params()
-    codec = dataclasses.replace(p.codec, kind="pca", latent_channels=8)
+    codec = p.codec.replace(kind="pca", latent_channels=8)
     report = train_codec.run(p.seed, p.stems, p.audio, codec, shards, tmp_path / "codec")
     assert report["train"]["pca"]["stems"] == 22  # 6 train samples x 4 stems, 2 silent guitars left out
     assert report["mel_l1_initial"] is None and report["latent_shape"] == [4, 8, 16, 16]

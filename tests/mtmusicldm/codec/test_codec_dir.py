@@ -1,7 +1,6 @@
 """Codec directory: save/load round trips (VAE + Griffin-Lim / HiFi-GAN) and errors."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ TINY_HIFIGAN = dict(MUSICLDM_HIFIGAN_CONFIG, upsample_initial_channel=32)
 
 
 def codec_params(**changes) -> CodecParams:
-    return dataclasses.replace(load_params(PROFILES_DIR / "embedded.yaml").codec, **({"kind": "trained"} | changes))
+    return load_params(PROFILES_DIR / "embedded.yaml").codec.replace(**({"kind": "trained", "latent_channels": 8} | changes))
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +72,18 @@ def test_per_item_generators_make_draws_batch_independent() -> None:
     assert torch.equal(full[1:2], alone)
     with pytest.raises(ValueError, match="2 generators for a batch of 3"):
         sample_posterior(mean, std, gens()[:2])
+
+
+def test_posterior_draws_are_float32_normals_of_each_items_generator() -> None:
+    """The stored latents of a seed stay byte-identical: eps of item b is torch.randn(item shape) on generator b."""
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.randn(2, 4, 3, 5, generator=g).half(), torch.rand(2, 4, 3, 5, generator=g).half()
+    z = sample_posterior(mean, std, [torch.Generator().manual_seed(s) for s in (7, 8)])
+    for b, seed in enumerate((7, 8)):
+        eps = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(seed))
+        assert z.dtype == torch.float16 and torch.equal(z[b], mean[b] + std[b] * eps.half())
+    whole = sample_posterior(mean, std, torch.Generator().manual_seed(7))
+    assert torch.equal(whole, mean + std * torch.randn(2, 4, 3, 5, generator=torch.Generator().manual_seed(7)).half())
 
 
 # ------------------------------------------------------------------------------------------------- round trips

@@ -10,14 +10,13 @@ from torch.distributions import Normal, kl_divergence
 
 from mtmusicldm.codec.training import (
     init_output_bias,
-    kl_to_standard_normal,
     log_spectral_distance,
     mel_l1,
     train_vae,
     vae_loss,
     warmup_factor,
 )
-from mtmusicldm.codec.vae import build_vae, decode, encode_posterior
+from mtmusicldm.codec.vae import build_vae, decode, encode_posterior, posterior_from_moments
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -32,8 +31,8 @@ def test_kl_matches_torch_distributions() -> None:
     g = torch.Generator().manual_seed(0)
     mean, logvar = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
     expected = kl_divergence(Normal(mean, (0.5 * logvar).exp()), Normal(0.0, 1.0)).flatten(1).sum(1)
-    torch.testing.assert_close(kl_to_standard_normal(mean, logvar), expected)
-    assert torch.equal(kl_to_standard_normal(torch.zeros(2, 3), torch.zeros(2, 3)), torch.zeros(2))
+    torch.testing.assert_close(posterior_from_moments(torch.cat([mean, logvar], 1)).kl(), expected)
+    assert torch.equal(posterior_from_moments(torch.zeros(2, 6, 1, 1)).kl(), torch.zeros(2))
 
 
 def test_vae_loss_is_summed_l1_plus_weighted_kl(tiny_vae) -> None:
@@ -46,6 +45,8 @@ def test_vae_loss_is_summed_l1_plus_weighted_kl(tiny_vae) -> None:
     assert out.rec_l1 == pytest.approx(float((mel - rec).detach().abs().mean()), rel=1e-5)
     weighted = vae_loss(tiny_vae, mel, kl_weight=0.5, generator=torch.Generator().manual_seed(3))
     assert float(weighted.loss) == pytest.approx(float(out.loss) + 0.5 * weighted.kl, rel=1e-5)
+    kl = kl_divergence(Normal(mean, (0.5 * logvar).exp()), Normal(0.0, 1.0)).flatten(1).sum(1).mean()
+    assert weighted.kl == pytest.approx(float(kl), rel=1e-5)
 
 
 def test_warmup_factor() -> None:

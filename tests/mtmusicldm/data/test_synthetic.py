@@ -238,7 +238,7 @@ def test_download_stage_refuses_a_bad_soundfont_and_keeps_the_corpus(tmp_path: P
     run(data, good, tmp_path)
     before = _hashes(tmp_path / SYNTHETIC_DIR)
     with pytest.raises(SoundFontError, match="no such SoundFont file"):
-        run(data, dataclasses.replace(good, soundfont=str(tmp_path / "missing.sf2")), tmp_path)
+        run(data, good.replace(soundfont=str(tmp_path / "missing.sf2")), tmp_path)
     assert _hashes(tmp_path / SYNTHETIC_DIR) == before
 
 

@@ -1,6 +1,5 @@
 """The training loop on a tiny latent dataset: learning, exact resume, incremental steps, NaN stop, refusals."""
 import csv
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ def accelerator(grad_accum: int) -> Accelerator:
 
 
 def run_train(index: LatentsIndex, ckpt: Path, **changes) -> loop.TrainResult:
-    params = dataclasses.replace(TRAIN, **{k: v for k, v in changes.items() if k != "model"})
+    params = TRAIN.replace(**{k: v for k, v in changes.items() if k != "model"})
     acc = accelerator(params.grad_accum)
     return loop.train(seed=3, stems=STEMS, model=changes.get("model", MODEL), diffusion=DIFFUSION, conditioning=COND,
                       train=params, latents=index, checkpoints=ckpt, accelerator=acc, log=lambda _: None)
@@ -146,7 +145,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     assert max(int(s) for s, _ in _rows(tmp_path / "ck" / "loss.csv")) == 3  # nothing logged for step 4
 
     monkeypatch.setattr(loop, "diffusion_loss", real_loss)
-    bigger = dataclasses.replace(MODEL, channels=64, num_head_channels=32)
+    bigger = MODEL.replace(channels=64, num_head_channels=32)
     with pytest.raises(CheckpointError, match="different model params"):
         run_train(index, tmp_path / "ck", model=bigger)
     assert run_train(index, tmp_path / "ck", steps=3).start_step == 2  # the good checkpoint still resumes
