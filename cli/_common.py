@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,46 @@ def sampling_record(args: argparse.Namespace, model: MTMusicLDM, sampler: Recomm
             "sampler": sampler.name, "steps": sampler.steps, "eta": eta, "guidance_scale": guidance,
             "seed": args.seed, "prompt": args.prompt,
             "reference": None if args.reference is None else str(args.reference), "conditioning": conditioning, "overlap": args.overlap, "subtype": args.subtype}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_outputs(out: Path, files: Sequence[Path], inputs: Sequence[Path], record: str) -> None:
+    """Before any work: `out` can hold the `files` we will write, and writing them destroys nothing of the user's.
+
+    Args:
+        out: the --out directory (created later by the writer).
+        files: every path the command will write (under `out`).
+        inputs: the user's input files (--given, --reference): never overwritten.
+        record: the command's record file in `out` (arrangement.json / generation.json); a directory holding it
+            is an earlier output of ours, whose files may be replaced. Any other existing file is refused.
+
+    Raises:
+        ValueError: naming the path and the reason.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    for f in files:
+        if not f.exists():
+            continue
+        overwritten = next((i for i in inputs if _same_file(f, i)), None)
+        if overwritten is not None:
+            raise ValueError(f"--out {out}: writing {f.name} would overwrite the input {overwritten}; "
+                             "choose another --out")
+        if not (out / record).is_file():
+            raise ValueError(f"--out {out} already holds {f.relative_to(out)} (not an earlier output of this "
+                             "command): choose another --out or move the file")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is not a directory")
+    try:
+        tempfile.TemporaryFile(dir=parent).close()  # the one reliable test (permissions, read-only or virtual fs)
+    except OSError as e:
+        raise ValueError(f"--out {out}: {parent} does not accept new files ({e.strerror})") from None

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import torch
 
-from cli._common import add_sampling_args, conditioning, resolve_sampler, sampling_record
+from cli._common import add_sampling_args, check_outputs, conditioning, resolve_sampler, sampling_record
 from mtmusicldm import STEMS
 from mtmusicldm.generation import arrange, load_stems, write_stems
 from mtmusicldm.ldm import load_model
 from mtmusicldm.utils.fs import write_json
+
+RECORD = "arrangement.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,6 +62,8 @@ def _stems_to_generate(given: dict[str, Path], generate: Sequence[str] | None) -
 def run(args: argparse.Namespace) -> None:
     given = parse_given(args.given, STEMS)
     to_generate = _stems_to_generate(given, args.generate)
+    targets = [args.out / f"{name}.wav" for name in (*STEMS, "mix")] + [args.out / RECORD]
+    check_outputs(args.out, targets, [*given.values(), *([args.reference] if args.reference else [])], RECORD)
     model = load_model(args.model, args.device)
     if tuple(model.stems) != tuple(STEMS):
         raise ValueError(f"{args.model} has stems {list(model.stems)}, expected {list(STEMS)}")
@@ -76,5 +80,5 @@ def run(args: argparse.Namespace) -> None:
     record = sampling_record(args, model, sampler, guidance, described or "CLAP embedding of the given mixture")
     record |= {"command": "arrange", "given": {k: str(v) for k, v in given.items()}, "generated": to_generate,
                "silent": silent, "samples": int(out.shape[-1]), "files": files}
-    write_json(args.out / "arrangement.json", record)
+    write_json(args.out / RECORD, record)
     print(f"arrange: generated {', '.join(to_generate)} ({out.shape[-1] / sr:.2f} s) into {args.out}")

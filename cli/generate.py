@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli._common import add_sampling_args, conditioning, resolve_sampler, sampling_record
+from cli._common import add_sampling_args, check_outputs, conditioning, resolve_sampler, sampling_record
 from mtmusicldm.generation import generate, segment_samples, write_stems
 from mtmusicldm.ldm import load_model
 from mtmusicldm.utils.fs import write_json
+
+RECORD = "generation.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,6 +30,9 @@ def run(args: argparse.Namespace) -> None:
     if args.seconds is not None and args.seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     model = load_model(args.model, args.device)
+    subdirs = [Path()] if args.count == 1 else [Path(f"sample_{k}") for k in range(args.count)]
+    targets = [args.out / d / f"{name}.wav" for d in subdirs for name in (*model.stems, "mix")]
+    check_outputs(args.out, [*targets, args.out / RECORD], [args.reference] if args.reference else [], RECORD)
     sampler = resolve_sampler(args, model)
     film, guidance, described = conditioning(args, model)
     if model.film_dim is not None and film is None and guidance != 1.0:
@@ -36,13 +41,12 @@ def run(args: argparse.Namespace) -> None:
                      steps=sampler.steps, eta=args.eta, guidance_scale=guidance, film=film,
                      batch_size=args.batch_size, overlap=args.overlap, progress=True)
     sr, files = model.sample_rate, {}
-    for k in range(args.count):
-        sub = Path() if args.count == 1 else Path(f"sample_{k}")  # count 1: directly in --out
+    for k, sub in enumerate(subdirs):  # count 1: directly in --out
         written = write_stems(args.out / sub, audio[k], model.stems, sr, args.subtype)
         files[f"sample_{k}"] = {name: str(sub / f) for name, f in written.items()}
     record = sampling_record(args, model, sampler, guidance, described or "unconditional (the CLAP '' token)")
     record |= {"command": "generate", "count": args.count, "seconds": args.seconds,
                "samples": int(audio.shape[-1]), "long_form": int(audio.shape[-1]) > segment_samples(model),
                "item_seed": "sequence_seed(seed, k)", "files": files}
-    write_json(args.out / "generation.json", record)
+    write_json(args.out / RECORD, record)
     print(f"generate: wrote {args.count} sample(s) of {audio.shape[-1] / sr:.2f} s to {args.out}")

@@ -2,6 +2,7 @@
 
     python -m flows.end_to_end            # what `make run` calls
 A failing stage stops the flow with its error; finished stages stay cached by DVC, so a rerun resumes there.
+params.yaml is validated first: a bad value stops the flow before DVC touches any output.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from flows import _env
-from flows.tasks import repro_task
+from flows.tasks import check_params, repro_task
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -56,6 +57,7 @@ def summary_markdown(repo: Path) -> str:
 @flow(name="mtmusicldm-end-to-end", log_prints=True)
 def end_to_end(repo: str = str(_env.REPO_ROOT), stages: list[str] | None = None, force: bool = False) -> str:
     root = Path(repo)
+    check_params(root)  # before DVC removes any stage's outputs
     for stage in stages or stage_names(root):
         repro_task(stage)(stage, root, force=force)
     md = summary_markdown(root)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import _env
-from flows.tasks import repro_task
+from flows.tasks import check_params, repro_task
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
@@ -79,6 +79,7 @@ def read_history(repo: Path) -> list[dict[str, Any]]:
 @flow(name="mtmusicldm-scheduled-evaluation", log_prints=True)
 def evaluate_latest(repo: str = str(_env.REPO_ROOT), keys: list[str] | None = None) -> dict[str, Any]:
     root = Path(repo)
+    check_params(root)
     for stage in EVAL_STAGES:
         repro_task(stage)(stage, root)
     entry = record(root)

@@ -16,6 +16,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
+from pipeline._common import load_params
+
 # Stages that touch the network or large files get retries; compute stages fail fast.
 RETRIES = {"download": 2}
 
@@ -69,6 +71,15 @@ def _run_dvc(args: list[str], repo: Path, label: str, what: str) -> str:
         logger.error("%s failed:\n%s", label, msg)
         raise StageFailed(f"{what} failed (exit {returncode}):\n{msg}")
     return "".join(out_lines)
+
+
+def check_params(repo: Path) -> None:
+    """Validate `repo/params.yaml` before any `dvc repro`.
+
+    DVC deletes a stage's outputs before it runs the stage's command, so a params error found by the stage itself
+    comes after its outputs are gone (back only with `dvc checkout`). Raises ParamsError (one line, key and file).
+    """
+    load_params(repo / "params.yaml")
 
 
 @task(cache_policy=NONE, task_run_name="dvc repro {stage}")

@@ -14,6 +14,7 @@ names, sizes, mtimes), so `prepare` reruns when the corpus changes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import shutil
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 from mtmusicldm.config import DataParams, SyntheticParams, params_to_dict
 from mtmusicldm.data.soundfont import SoundFontError
 from mtmusicldm.utils.fs import atomic_dir, md5_file, write_json
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, stage_main, stage_parser
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,16 @@ def fetch(url: str, dest: Path, md5: str, *, chunk: int = 1 << 20) -> Path:
             def blocks():
                 while block := resp.read(chunk):
                     yield block
-            for block in progress(blocks(), total=(total // chunk + 1) if total else None,
-                                  desc=f"download {dest.name}", unit="MiB"):
-                f.write(block)
+            try:
+                for block in progress(blocks(), total=(total // chunk + 1) if total else None,
+                                      desc=f"download {dest.name}", unit="MiB"):
+                    f.write(block)
+                cut = f"the server sent {f.tell()} of {total} bytes" if total and f.tell() < total else None
+            except (http.client.HTTPException, OSError) as e:  # a reset connection, a timeout mid-transfer
+                cut = type(e).__name__
+            if cut is not None:  # http.client ends a cut transfer like a complete one: keep the part, never md5 it
+                raise DownloadError(f"download of {dest.name} interrupted after {f.tell()} bytes ({cut}); rerun "
+                                    f"to resume from {part}")
     got = md5_file(part)
     if got != md5:
         part.unlink()
@@ -168,6 +176,7 @@ def resolve_root(raw: Path) -> tuple[str, Path]:
     return info["source"], root if root.is_absolute() else Path(raw) / root
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("download stage: fetch/generate the multi-track corpus")
     parser.add_argument("--out", type=Path, default=Path("data/raw"))

@@ -44,7 +44,7 @@ from mtmusicldm.data.latents import (
 )
 from mtmusicldm.data.shards import DecodedSample, ShardWriter, iter_samples
 from mtmusicldm.utils.rng import hash_seed_joined
-from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
+from pipeline._common import parse_and_load, progress, resolve_device, stage_main, stage_parser
 
 PARTIAL_INFIX = ".encode-partial-"
 
@@ -307,6 +307,7 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
                    "seconds": round(time.perf_counter() - t0, 2)}
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("encode stage: audio shards -> VAE latents + CLAP embeddings (data/latents)")
     parser.add_argument("--shards", type=Path, default=Path("data/shards"), help="prepare stage output")

@@ -49,6 +49,7 @@ from mtmusicldm.evaluation.notes import BasicPitch, Notes, midi_notes, note_f1
 from mtmusicldm.evaluation.references import write_heldout, write_shuffled
 from mtmusicldm.utils.fs import write_json
 from pipeline import eval_coherence as ec
+from pipeline._common import stage_main
 from pipeline.report import summary_rows, write_report
 from pipeline.report_figures import write_arrangement_csv
 
@@ -355,6 +356,7 @@ def run(stems: Sequence[str], evaluate: EvaluateParams, samples: Path, shards: P
     return fad
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     from pipeline._common import load_params, stage_parser
 

@@ -5,13 +5,15 @@ mono, resample to 16 kHz (soxr HQ), cap at `prepare.max_track_seconds`, cut segm
 `train_views` randomly shifted views per chunk for training; `mtmusicldm.data.segment`), and write
 `<out>/<split>/<split>-NNNNNN.tar` plus `<out>/report.json`. Tracks are processed in parallel but written in sorted
 order, so the same corpus and params give byte-identical shards. A track that cannot be read is reported with its id
-and reason, and the rest is processed. The whole output appears atomically at the end.
+and reason, and the rest is processed. The whole output appears atomically at the end; a killed run's temporary
+folder is removed by the next run (`atomic_dir`), and the workers die with the stage process (Linux).
 
 Without DVC: `mtmusicldm prepare --source synthetic --out data/shards` (or `--source slakh --root PATH`).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from mtmusicldm.data.segment import cut_segment, rms_db, segment_offsets
 from mtmusicldm.data.shards import ShardWriter, encode_sample
 from mtmusicldm.data.slakh import TrackError, TrackSource, load_track, scan_source
 from mtmusicldm.utils.fs import atomic_dir, write_json
-from pipeline._common import parse_and_load, progress, stage_parser
+from pipeline._common import parse_and_load, progress, stage_main, stage_parser
 
 
 @dataclass
@@ -47,6 +49,18 @@ class _Job:
     audio: AudioParams
     data: DataParams
     prepare: PrepareParams
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: on Linux, SIGKILL this worker when the stage process dies (even by SIGKILL), so a killed
+    stage leaves no worker decoding on (it would otherwise finish its track before noticing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call
+            os._exit(1)
 
 
 def _process(job: _Job) -> TrackResult:
@@ -124,7 +138,8 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, data: DataParams,
         "splits": {},
         "skipped": [{"track": s.track_id, "split": s.split, "reason": s.reason} for s in skipped],
     }
-    pool = mp.get_context("spawn").Pool(prepare.workers) if prepare.workers > 0 else None
+    pool = (mp.get_context("spawn").Pool(prepare.workers, initializer=_die_with_parent, initargs=(os.getpid(),))
+            if prepare.workers > 0 else None)
     try:
         with atomic_dir(out) as tmp:
             for split in SPLITS:
@@ -161,6 +176,7 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, data: DataParams,
     return report
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("prepare stage: corpus -> 16 kHz 4-stem segments in WebDataset shards")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="download stage output (source.json)")

@@ -60,7 +60,7 @@ from mtmusicldm.ldm import MTMusicLDM, load_model
 from mtmusicldm.models.unet3d import UNet3D
 from mtmusicldm.utils.fs import atomic_dir, write_json
 from mtmusicldm.utils.rng import name_key, sequence_seed
-from pipeline._common import progress
+from pipeline._common import progress, stage_main
 from pipeline.sample_examples import excerpts, write_examples
 
 INDEX_FORMAT = "mtmusicldm-samples"
@@ -299,6 +299,7 @@ def _item_targets(st: Setting, item: str, stems: Sequence[str]) -> dict[str, str
     return t
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     from pipeline._common import load_params, stage_parser
 

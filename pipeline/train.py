@@ -26,7 +26,7 @@ from mtmusicldm.data.latents import LatentsIndex, read_latents_index
 from mtmusicldm.ldm import MTMusicLDM
 from mtmusicldm.model_config import RecommendedSampler, make_model_config
 from mtmusicldm.training.loop import TrainResult, train as train_loop, unet_config_from_params
-from pipeline._common import parse_and_load, stage_parser
+from pipeline._common import parse_and_load, stage_main, stage_parser
 
 RECOMMENDED_SAMPLER = RecommendedSampler("dpmpp_2m", 25)
 """Written into every model trained here (the CLI and studio default): on the trained embedded model DPM-Solver++(2M)
@@ -34,12 +34,13 @@ with 25 steps gave the offline FAD of DDIM-200 at a ninth of the time (README, `
 
 
 def make_accelerator(train: TrainParams) -> Accelerator:
-    """Accelerator for this machine: CUDA if present (else CPU/gloo), the params' precision and accumulation."""
+    """Accelerator for this machine: CUDA if present (else CPU/gloo), the params' precision and accumulation, and
+    the lr schedule stepped once per optimizer step (`mtmusicldm.training.loop`)."""
     cuda = torch.cuda.is_available()
     if train.mixed_precision == "fp16" and not cuda:
         raise ValueError("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on the CPU")
     return Accelerator(cpu=not cuda, mixed_precision=train.mixed_precision,
-                       gradient_accumulation_steps=train.grad_accum)
+                       gradient_accumulation_steps=train.grad_accum, step_scheduler_with_optimizer=False)
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
@@ -146,6 +147,7 @@ def run(seed: int, stems: tuple[str, ...], model: ModelParams, diffusion: Diffus
     }
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("train stage: latent shards -> 3D LDM model directory (resumable)")
     parser.add_argument("--latents", type=Path, default=Path("data/latents"), help="encode stage output")

@@ -36,7 +36,7 @@ from mtmusicldm.codec.training import init_output_bias, log_spectral_distance, m
 from mtmusicldm.config import AudioParams, CodecParams, params_to_dict
 from mtmusicldm.data.shards import iter_samples, list_shards
 from mtmusicldm.utils.fs import atomic_dir
-from pipeline._common import parse_and_load, progress, resolve_device, stage_parser
+from pipeline._common import parse_and_load, progress, resolve_device, stage_main, stage_parser
 
 EVAL_PER_STEM = 8  # test segments per stem for the report
 PCA_BATCH = 64  # stems per log-mel batch when fitting the PCA codec
@@ -304,6 +304,7 @@ def run(seed: int, stems: tuple[str, ...], audio: AudioParams, codec: CodecParam
     return report | {"seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_seconds, 2)}
 
 
+@stage_main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser("train_codec stage: shards -> mel VAE + vocoder (models/codec)")
     parser.add_argument("--shards", type=Path, default=Path("data/shards"), help="prepare stage output")

@@ -2,6 +2,10 @@
 
 HTTP API (JSON unless said otherwise; every error is ``{"detail": "<text>"}`` with a 4xx status):
 
+Only the studio's own origin is served (:mod:`studio.guard`: Host check, same-origin writes). Work is bounded:
+uploads by size (``max_upload_mb``) and decoded length (``max_audio_seconds``, refused from the header before
+decoding), jobs by length and by UNet evaluations (``max_job_calls`` = windows x steps).
+
 * ``GET /`` the page (``studio/static``); ``GET /api/info`` model facts, samplers, defaults and limits.
 * ``POST /api/sessions`` -> ``{"session": id}``; ``POST /api/sessions/{sid}/end`` (or ``DELETE``) removes the
   session's folder and cancels its jobs; idle sessions go after ``session_ttl_hours``, all at shutdown.
@@ -24,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +42,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from studio.jobs import GenerationRequest, Job, JobQueue, run_generation
-from studio.media import STEM_COLOURS, UploadError, decode_upload, draw_picture, remix_wav, safe_suffix
+from studio.guard import SameOriginWrites, allowed_hosts
+from studio.jobs import GenerationRequest, Job, JobQueue, job_size, run_generation
+from studio.media import STEM_COLOURS, UploadError, UploadTooLong, decode_upload, draw_picture, remix_wav, safe_suffix
 
 log = logging.getLogger("studio")
 STATIC = Path(__file__).parent / "static"
 WORK_PREFIX = "mtmusicldm-studio-"
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 REFERENCE = "reference"
-MAX_STEPS, MAX_SECONDS, MAX_SEED = 1000, 600.0, 2**32 - 1
+MAX_STEPS, MAX_SEED = 1000, 2**32 - 1
 
 
 @dataclass
@@ -168,13 +174,19 @@ def _check(ok: bool, message: str) -> None:
         raise HTTPException(400, message)
 
 
-def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root: str | Path | None = None,
-               device: str | None = None, session_ttl_hours: float = 6.0, model: Any = None) -> FastAPI:
+def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, max_audio_seconds: float = 600.0,
+               max_job_calls: int = 10_000, hosts: Sequence[str] = allowed_hosts("127.0.0.1"),
+               work_root: str | Path | None = None, device: str | None = None, session_ttl_hours: float = 6.0,
+               model: Any = None) -> FastAPI:
     """Build the studio app for one model (loaded now; pass ``model`` to reuse a loaded one).
 
     Args:
         model_dir: an MT-MusicLDM model directory (``MTMusicLDM.from_pretrained``).
         max_upload_mb: size limit of one uploaded file (HTTP 413 beyond it).
+        max_audio_seconds: length limit of one upload once decoded (HTTP 413, from the header when it tells the
+            length) and of a total generation.
+        max_job_calls: limit of UNet evaluations per job (windows x sampler steps; HTTP 400 beyond it).
+        hosts: Host header names answered (:func:`studio.guard.allowed_hosts`); any other gets HTTP 400.
         work_root: where the app's temporary folder goes (default: the system temp dir). Every file the app
             writes lies in it; it is removed at shutdown.
         session_ttl_hours: idle sessions (no request, no job) are removed after this long.
@@ -187,7 +199,7 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
 
     model_dir = Path(model_dir)
     model = load_model(model_dir, device) if model is None else model
-    stems, sr = tuple(model.stems), int(model.config["sample_rate"])
+    stems, sr, seg = tuple(model.stems), int(model.config["sample_rate"]), segment_samples(model)
     conditional, recommended = model.film_dim is not None, model.recommended_sampler
     limit, ttl_s = int(max_upload_mb * 1024 * 1024), session_ttl_hours * 3600.0
     root_parent = Path(work_root) if work_root is not None else Path(tempfile.gettempdir())
@@ -221,6 +233,8 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
             shutil.rmtree(root, ignore_errors=True)
 
     app = FastAPI(title="MT-MusicLDM studio", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(SameOriginWrites)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))  # outermost: checked first
     app.state.queue, app.state.sessions, app.state.root, app.state.model = queue, sessions, root, model
 
     @app.exception_handler(RequestValidationError)
@@ -236,9 +250,10 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        return {"stems": list(stems), "sample_rate": sr, "segment_seconds": segment_samples(model) / sr,
+        return {"stems": list(stems), "sample_rate": sr, "segment_seconds": seg / sr,
                 "conditional": conditional, "samplers": sorted(SAMPLERS), "max_upload_mb": max_upload_mb,
-                "max_steps": MAX_STEPS, "max_seconds": MAX_SECONDS, "max_seed": MAX_SEED, "colours": STEM_COLOURS,
+                "max_steps": MAX_STEPS, "max_seconds": max_audio_seconds, "max_job_calls": max_job_calls,
+                "max_seed": MAX_SEED, "colours": STEM_COLOURS,
                 "model": model_dir.name, "defaults": {"sampler": recommended.name, "steps": recommended.steps,
                                                       "seed": 0, "overlap": 0.5, "guidance": 1.0,
                                                       "guidance_conditioned": CONDITIONED_GUIDANCE}}
@@ -279,7 +294,9 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
                         raise too_large
                     f.write(chunk)
             _check(size > 0, f"{filename!r} is empty")
-            wav, source = await run_in_threadpool(decode_upload, raw, filename, sr)
+            wav, source = await run_in_threadpool(decode_upload, raw, filename, sr, max_audio_seconds)
+        except UploadTooLong as e:
+            raise HTTPException(413, f"{e} (start the studio with a larger --max-audio-seconds)") from None
         except UploadError as e:
             raise HTTPException(400, str(e)) from None
         finally:
@@ -318,7 +335,14 @@ def create_app(model_dir: str | Path, *, max_upload_mb: float = 200.0, work_root
         _check(0.0 <= body.overlap <= 0.9, f"overlap must be between 0 and 0.9, got {body.overlap}")
         if body.seconds is not None:
             _check(not given, "the length follows the given stems: leave seconds empty when uploading stems")
-            _check(0.1 <= body.seconds <= MAX_SECONDS, f"seconds must be between 0.1 and {MAX_SECONDS:g}")
+            _check(0.1 <= body.seconds <= max_audio_seconds, f"seconds must be between 0.1 and {max_audio_seconds:g}")
+        n = max((session.uploads[s].samples for s in given), default=seg if body.seconds is None
+                else int(round(body.seconds * sr)))
+        windows, calls = job_size(model, n, steps, body.overlap)
+        _check(windows * calls <= max_job_calls,
+               f"this job needs {windows * calls} UNet evaluations ({windows} windows x {calls} steps); the studio "
+               f"allows {max_job_calls} per job: use fewer steps, less overlap or shorter audio (or start the studio "
+               "with a larger --max-job-calls)")
         prompt = (body.prompt or "").strip() or None
         _check(not (prompt and body.use_reference), "use either a text prompt or a reference clip, not both")
         _check(not body.use_reference or REFERENCE in session.uploads, "no reference clip was uploaded")

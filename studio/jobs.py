@@ -259,11 +259,19 @@ def unet_monitor(unet: torch.nn.Module, job: Job, steps: int, windows: int) -> I
         handle.remove()
 
 
+def job_size(model: Any, n_samples: int, steps: int, overlap: float) -> tuple[int, int]:
+    """(windows, UNet calls per window) of a job over ``n_samples``: a total of ``windows x calls`` evaluations."""
+    from mtmusicldm.diffusion.schedules import get_timesteps_ddim_uniform
+    from mtmusicldm.generation import plan_windows, segment_samples
+
+    long_form = n_samples > segment_samples(model)
+    windows = plan_windows(n_samples, model.latent_shape[2], overlap).n_windows if long_form else 1
+    return windows, len(get_timesteps_ddim_uniform(steps, model.schedule.num_timesteps))
+
+
 def run_generation(model: Any, request: GenerationRequest, out_dir: Path, job: Job) -> dict[str, Any]:
     """Run one generation for ``job`` and write its files into ``out_dir``; returns the result summary."""
-    from mtmusicldm.diffusion.schedules import get_timesteps_ddim_uniform
     from mtmusicldm.generation import arrange, generate, segment_samples, write_stems
-    from mtmusicldm.generation import plan_windows
 
     stems, sr, seg = tuple(model.stems), int(model.config["sample_rate"]), segment_samples(model)
     job.report("loading the given stems", 0.01)
@@ -277,8 +285,7 @@ def run_generation(model: Any, request: GenerationRequest, out_dir: Path, job: J
     job.report("conditioning", 0.03)
     film = model.embed_condition(prompt=request.prompt,
                                  reference=None if request.reference is None else np.load(request.reference))
-    windows = plan_windows(n, model.latent_shape[2], request.overlap).n_windows if n > seg else 1
-    calls = len(get_timesteps_ddim_uniform(request.steps, model.schedule.num_timesteps))  # UNet calls per window
+    windows, calls = job_size(model, n, request.steps, request.overlap)
     common = {"seed": request.seed, "sampler": request.sampler, "steps": request.steps,
               "guidance_scale": request.guidance, "film": film, "overlap": request.overlap}
     job.report("encoding the given stems" if given else "sampling", 0.05)

@@ -6,6 +6,7 @@ draw concurrently.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +24,44 @@ class UploadError(ValueError):
     """An uploaded file is not usable audio (the message names the file as the user called it)."""
 
 
+class UploadTooLong(UploadError):
+    """An uploaded file decodes to more audio than the studio accepts."""
+
+
 def safe_suffix(filename: str) -> str:
     """The (lower-case) suffix of an uploaded file name if it is a known audio suffix, else ``.bin``."""
     suffix = Path(filename).suffix.lower()
     return suffix if suffix in AUDIO_SUFFIXES else ".bin"
 
 
-def decode_upload(path: Path, filename: str, sample_rate: int) -> tuple[np.ndarray, dict[str, Any]]:
+def decode_upload(path: Path, filename: str, sample_rate: int,
+                  max_seconds: float = math.inf) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode any readable audio file to ``sample_rate`` mono float32 and describe the source.
 
+    A file whose header declares more than ``max_seconds`` is refused before decoding; any other is decoded up to
+    ``max_seconds`` plus one second at most, so a header that understates the length cannot make it decode more.
+
     Raises:
+        UploadTooLong: longer than ``max_seconds``.
         UploadError: unreadable, empty, truncated or non-finite audio (the server path is replaced by
             ``filename`` in the message).
     """
     from mtmusicldm.audio import audio_info, load_audio
 
+    too_long = f"{filename!r} is longer than the {max_seconds:g} s the studio accepts"
     try:
         info = audio_info(path)
-        wav = load_audio(path, sample_rate, mono=True)
+        if info.duration_s > max_seconds:
+            raise UploadTooLong(f"{too_long} ({info.duration_s:.1f} s)")
+        wav = load_audio(path, sample_rate, mono=True,
+                         duration_s=None if math.isinf(max_seconds) else max_seconds + 1.0)
+    except UploadError:
+        raise
     except Exception as e:  # noqa: BLE001 - AudioError, decoder errors: all mean "not usable audio"
         message = str(e).replace(str(path), "").lstrip(": ") or type(e).__name__
         raise UploadError(f"{filename!r} is not usable audio: {message}") from None
+    if wav.shape[-1] > max_seconds * sample_rate:
+        raise UploadTooLong(f"{too_long} (its header understates the length)")
     if wav.size == 0:
         raise UploadError(f"{filename!r} holds no audio samples")
     return wav, {"source_rate": int(info.sample_rate), "source_channels": int(info.channels),

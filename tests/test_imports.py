@@ -122,3 +122,24 @@ def test_the_checks_see_cycles_and_lazy_imports() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert GRAPH["mtmusicldm.config"]["mtmusicldm.diffusion.samplers"] is True  # lazy, inside validate()
     assert GRAPH["mtmusicldm.generation.api"]["mtmusicldm.generation.longform"] is False
+
+
+def _project_import(node: ast.stmt) -> bool:
+    names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+             else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+    return any(n.split(".")[0] in PACKAGES for n in names)
+
+
+def test_tests_import_the_project_plainly():
+    """A broken import of our own code must fail the suite, not turn into a skip (importorskip, except ImportError)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "importorskip" and node.args
+                    and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).split(".")[0] in PACKAGES):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} importorskip({node.args[0].value!r})")
+            if isinstance(node, ast.Try) and any(_project_import(s) for s in node.body):
+                caught = {getattr(h.type, "id", None) for h in node.handlers}
+                if caught & {"ImportError", "ModuleNotFoundError", None}:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} try/except ImportError")
+    assert not found, found

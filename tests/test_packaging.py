@@ -33,7 +33,8 @@ NOT_DECLARED = {  # imported, deliberately not in pyproject.toml, and why
     "torchcrepe": "declares torch/torchaudio (pinned apart): --no-deps from requirements-nodeps.lock",
     "torchvggish": "declares torch (pinned apart); a test oracle: --no-deps from requirements-nodeps.lock",
 }
-OWN = {"mtmusicldm", "pipeline", "flows", "studio", "cli", "tests", "tiny_generation", "test_codec_dir", "fad_backbones"}
+OWN = {"mtmusicldm", "pipeline", "flows", "studio", "cli", "tests", "tiny_generation", "test_codec_dir", "fad_backbones",
+       "test_loop"}
 
 
 def _norm(name: str) -> str:

@@ -151,7 +151,9 @@ def read_checkpoint_file(path: Path, *, trust: bool = False, what: str = "checkp
         raise CheckpointError(f"{broken}: {_first_line(err)}") from err
     try:
         return _torch_load(path, weights_only=False, pickle_module=_RestrictedPickleModule), "restricted"
-    except Exception as err:  # noqa: BLE001 - any failure of the restricted path leads to the same advice
+    except Exception as err:  # noqa: BLE001 - any failure of the restricted path ends here
+        if not _refused_a_global(safe_error):  # not even a valid pickle: no loader can help
+            raise CheckpointError(f"{broken}: {_first_line(err)}") from err
         if not trust:
             raise CheckpointError(
                 f"{what} {path} holds Python objects that the safe loaders cannot rebuild "
@@ -167,6 +169,12 @@ def read_checkpoint_file(path: Path, *, trust: bool = False, what: str = "checkp
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _refused_a_global(err: BaseException) -> bool:
+    """Did torch's weights_only unpickler stop at a class or function it does not allow (so the file is a pickle
+    that references Python objects), rather than at bytes that are not a pickle at all?"""
+    return bool(re.search(r"Unsupported global|was not an allowed global", str(err)))
 
 
 def _wo_reason(err: BaseException) -> str:

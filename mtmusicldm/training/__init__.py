@@ -6,21 +6,23 @@ from mtmusicldm.training.checkpoint import (
     find_latest,
     load_checkpoint,
     params_hashes,
+    read_state,
     save_checkpoint,
 )
 from mtmusicldm.training.ema import ema_decay_at, ema_update
 from mtmusicldm.training.loop import (
     NonFiniteLossError,
     TrainResult,
+    apply_train_params,
     train,
     unet_config_from_params,
-    warmup_lr,
 )
 
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
     "TrainResult",
+    "apply_train_params",
     "check_frozen",
     "clean_incomplete",
     "ema_decay_at",
@@ -28,8 +30,8 @@ __all__ = [
     "find_latest",
     "load_checkpoint",
     "params_hashes",
+    "read_state",
     "save_checkpoint",
     "train",
     "unet_config_from_params",
-    "warmup_lr",
 ]

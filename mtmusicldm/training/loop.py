@@ -3,17 +3,25 @@
 Per optimizer step (official spec 6): `grad_accum` micro-batches of unscaled latents are scaled by
 `scale_factor`, t ~ U{0..T-1}, eps ~ N(0, 1), the CLAP embedding is replaced by the "" embedding with probability
 `cfg_dropout`, and the loss is the batch mean of the per-sample eps-MSE. AdamW with the official linear warm-up
-`lr * min(1, step / warmup_steps)` (step = optimizer steps already done), optional clipping, then the EMA update
-with the official `min(ema_decay, (1 + n) / (10 + n))`.
+`lr * min(1, step / warmup_steps)` (step = optimizer steps already done: diffusers'
+`get_constant_schedule_with_warmup`, prepared by Accelerate and stepped once per optimizer step, which needs an
+accelerator with `step_scheduler_with_optimizer=False`), optional clipping, then the EMA update with the official
+`min(ema_decay, (1 + n) / (10 + n))`.
 
 Randomness: the UNet initialisation uses `seed`; the timesteps, noise and CFG-dropout draws of micro-batch `m` of
 step `s` on rank `r` come from generators seeded by `(seed, purpose, r, s, m)`, so a resumed run draws exactly
 what an uninterrupted one would. The data stream is a function of its seed and position (see
-`mtmusicldm.data.latents`). Noise is drawn on the CPU (device-independent) and moved.
+`mtmusicldm.data.latents`). Noise is drawn on the CPU (device-independent) and moved. The process-wide RNGs
+(python, numpy, torch, CUDA; nothing here draws from them, but a library or a dropout layer could) are seeded
+from `(seed, rank)` at the start and saved in every checkpoint, so their states too are a function of the run and
+the step: a resumed run saves the states an uninterrupted one would (they were the process's ambient states
+before, different in every process).
 
-Resume: the newest complete checkpoint under `checkpoints` is loaded (weights, EMA, optimizer, data position).
-Frozen params (stems, model, diffusion, conditioning, latent shape) must match; `train.steps` may grow
-(incremental training); changed data or data layout continues from the weights with a fresh stream.
+Resume (`mtmusicldm.training.checkpoint`): the newest complete checkpoint under `checkpoints` is loaded through
+Accelerate (weights, EMA, optimizer, scheduler, scaler, RNG states) after its `state.json` (data position, params
+hashes) is checked. Frozen params (stems, model, diffusion, conditioning, latent shape) must match; the train
+section may change: `train.steps` may grow (incremental training), and the current lr, warm-up and weight decay
+apply from the resumed step on. Changed data or data layout continues from the weights with a fresh stream.
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import set_seed
+from diffusers.optimization import get_constant_schedule_with_warmup
 
 from mtmusicldm.codec.latents import LatentScale
 from mtmusicldm.config import ConditioningParams, DiffusionParams, ModelParams, TrainParams, params_to_dict
@@ -74,9 +83,17 @@ def _generator(*parts: Any) -> torch.Generator:
     return torch.Generator().manual_seed(hash_seed(*parts))
 
 
-def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
-    """Official linear warm-up: `lr * step / warmup_steps` until `warmup_steps`, then `lr` (step = steps done)."""
-    return lr if warmup_steps <= 0 else lr * min(1.0, step / warmup_steps)
+def apply_train_params(optimizer: torch.optim.Optimizer, scheduler: Any, train: TrainParams) -> None:
+    """Set the lr schedule and weight decay of `train` at the scheduler's current step.
+
+    A resumed run restores the optimizer and scheduler of the checkpoint, with the lr and weight decay they were
+    made with; the train section may have changed since (the warm-up lambda is not saved: it is always current).
+    """
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's AcceleratedScheduler wraps a LambdaLR
+    inner.base_lrs = [train.lr] * len(optimizer.param_groups)
+    for group, lr_lambda in zip(optimizer.param_groups, inner.lr_lambdas):
+        group["lr"] = train.lr * lr_lambda(inner.last_epoch)
+        group["weight_decay"] = train.weight_decay
 
 
 def unet_config_from_params(model: ModelParams, n_stems: int, film_dim: int | None,
@@ -150,6 +167,9 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
     if accelerator.gradient_accumulation_steps != train.grad_accum:
         raise ValueError(f"accelerator has gradient_accumulation_steps={accelerator.gradient_accumulation_steps}, "
                          f"params train.grad_accum is {train.grad_accum}")
+    if accelerator.step_scheduler_with_optimizer:  # it would step the schedule once per process per step
+        raise ValueError("the accelerator must have step_scheduler_with_optimizer=False (the lr schedule counts "
+                         "optimizer steps, whatever the number of processes)")
     film_dim = conditioning.film_dim
     unet_cfg = unet_config_from_params(model, len(stems), film_dim, train.grad_checkpointing)
     check_latents(latents, stems=stems, film_dim=film_dim, downsampling=unet_cfg.downsampling_factor)
@@ -164,37 +184,31 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
     shards = [p for split in train.splits for p in latents.shard_paths(split)]
     layout = _data_layout(seed, latents.fingerprint(train.splits), train, world)
 
-    # ---- model, optimizer, resume
+    # ---- model, optimizer, schedule, resume
     if accelerator.is_main_process:
         for p in ckpt_io.clean_incomplete(checkpoints):
             log(f"train: removed incomplete checkpoint leftover {p}")
     accelerator.wait_for_everyone()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(hash_seed(seed, "unet-init"))
-        unet = UNet3D(unet_cfg)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     latest = ckpt_io.find_latest(checkpoints)
     state: dict[str, Any] = {}
     notes: list[str] = []
-    ck = None
     if latest is not None:
-        ck = ckpt_io.load_checkpoint(latest)
-        ckpt_io.check_frozen(ck.state["params_hash"]["frozen"], frozen, latest)
-        if ck.step > train.steps:
-            raise ckpt_io.CheckpointError(f"{latest} is at step {ck.step}, beyond train.steps={train.steps}; "
+        state = ckpt_io.read_state(latest)
+        ckpt_io.check_frozen(state["params_hash"]["frozen"], frozen, latest)
+        if state["step"] > train.steps:
+            raise ckpt_io.CheckpointError(f"{latest} is at step {state['step']}, beyond train.steps={train.steps}; "
                                           "raise train.steps or move the checkpoints away")
-        unet.load_state_dict(ck.model)
-        ema.load_state_dict(ck.ema)
-        state = ck.state
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema.to(device).eval()
-    if ck is not None:
-        optimizer.load_state_dict(ck.optimizer["optimizer"])
-        if accelerator.scaler is not None and ck.optimizer["scaler"] is not None:
-            accelerator.scaler.load_state_dict(ck.optimizer["scaler"])
-        ckpt_io.set_rng_state(ck.state["rng"][rank] if rank < len(ck.state["rng"]) else ck.state["rng"][0])
-        del ck
+    set_seed(hash_seed(seed, "process-rngs", rank) % 2**32)  # a resumed run restores the saved states below
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(hash_seed(seed, "unet-init"))
+        unet = UNet3D(unet_cfg)
+    ema = copy.deepcopy(unet).requires_grad_(False).to(device).eval()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, train.warmup_steps)
+    unet, optimizer, scheduler = accelerator.prepare(unet, optimizer, scheduler)
+    if latest is not None:
+        ckpt_io.load_checkpoint(accelerator, latest, state, ema)
+        apply_train_params(optimizer, scheduler, train)
     start = int(state["step"]) if state else 0
 
     # ---- data stream
@@ -232,7 +246,7 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
     bar = _progress(accelerator, start, train.steps)
     try:
         while step < train.steps:
-            lr = warmup_lr(train.lr, step, train.warmup_steps)
+            lr = optimizer.param_groups[0]["lr"]  # the schedule's value for `step` optimizer steps done
             step_loss = 0.0
             for micro in range(train.grad_accum):
                 batch = next(batches)
@@ -254,13 +268,12 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
                             f"training loss is {mean_loss} at step {step + 1} (micro-batch {micro}); nothing was "
                             f"saved for it, the last good checkpoint is {last_ckpt or 'none'}")
                     accelerator.backward(loss)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
                     if accelerator.sync_gradients and train.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(unet.parameters(), train.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 step_loss += mean_loss / train.grad_accum
+            scheduler.step()
             step += 1
             samples_seen += samples_per_step
             ema_update(ema, accelerator.unwrap_model(unet), ema_decay_at(step, train.ema_decay))
@@ -276,31 +289,15 @@ def train(*, seed: int, stems: Sequence[str], model: ModelParams, diffusion: Dif
                 window, t_window = [], now
             if step % train.checkpoint_every == 0 or step == train.steps:
                 data["position"] = (step - data["stream_start"]) * train.grad_accum
-                last_ckpt = _save(accelerator, checkpoints, step, unet, ema, optimizer, params_yaml, {
-                    "samples_seen": samples_seen, "data": data, "world_size": world,
-                    "params_hash": {"frozen": frozen}, "params": {"train": params_to_dict(train)},
-                    "run": dict(run_info or {}),
-                })
+                last_ckpt = ckpt_io.save_checkpoint(accelerator, checkpoints, step, ema, {
+                    "samples_seen": samples_seen, "data": data, "params_hash": {"frozen": frozen},
+                    "params": {"train": params_to_dict(train)}, "run": dict(run_info or {}),
+                }, params_yaml=params_yaml)
     finally:
         bar.close()
     return TrainResult(unet=accelerator.unwrap_model(unet, keep_fp32_wrapper=False), ema=ema, step=step,
                        start_step=start, resumed_from=latest, checkpoint=last_ckpt, loss_csv=loss_csv, world_size=world,
                        seconds=time.perf_counter() - t_start, losses=losses, notes=notes)
-
-
-def _save(accelerator: Accelerator, root: Path, step: int, unet: torch.nn.Module, ema: torch.nn.Module,
-          optimizer: Any, params_yaml: str | None, state: dict[str, Any]) -> Path:
-    """Gather every rank's RNG state, save on rank 0, and wait for it."""
-    rngs = gather_object([ckpt_io.rng_state()])
-    path = ckpt_io.step_dir(root, step)
-    if accelerator.is_main_process:
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        path = ckpt_io.save_checkpoint(
-            root, step, model=accelerator.unwrap_model(unet).state_dict(), ema=ema.state_dict(),
-            optimizer={"optimizer": optimizer.state_dict(), "scaler": scaler}, state={**state, "rng": rngs},
-            params_yaml=params_yaml)
-    accelerator.wait_for_everyone()
-    return path
 
 
 def _progress(accelerator: Accelerator, start: int, total: int) -> Any:

@@ -1,10 +1,16 @@
-"""Atomic file-system writes: a killed process never leaves a half-written output behind."""
+"""Atomic file-system writes: a killed process never leaves a half-written output behind.
+
+Work happens in a temporary sibling `.<name>.tmp-<pid>-<id>` that is renamed into place. A process killed with
+SIGKILL cannot remove it, so the next write of the same output does (`clean_stale_tmp`: leftovers whose writing
+process is gone), and a rerun leaves nothing behind.
+"""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -20,7 +26,8 @@ def atomic_dir(out: Path, *, overwrite: bool = True) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    clean_stale_tmp(out.parent, out.name)
+    tmp = _sibling(out, "tmp")
     tmp.mkdir()
     try:
         yield tmp
@@ -31,7 +38,7 @@ def atomic_dir(out: Path, *, overwrite: bool = True) -> Iterator[Path]:
         if not overwrite:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(f"{out} already exists")
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = _sibling(out, "old")
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -44,7 +51,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary sibling of `path` for writing; rename it over `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _sibling(path, "tmp")
     try:
         with open(tmp, mode) as f:
             yield f
@@ -64,18 +71,46 @@ def write_json(path: Path, obj: Any) -> None:
         f.write(data)
 
 
-def clean_stale_tmp(parent: Path) -> list[Path]:
-    """Remove leftovers of killed atomic writes (`.<name>.tmp-*` / `.<name>.old-*`) under `parent`."""
-    removed = []
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]+$")
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    """`.<name>.<kind>-<pid>-<id>` next to `path` (the pid tells `clean_stale_tmp` whether its writer lives)."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _alive(pid: str | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an absurd number): never touch it
+    return True
+
+
+def clean_stale_tmp(parent: Path, name: str | None = None) -> list[Path]:
+    """Remove leftovers of killed atomic writes (`.<name>.tmp-*` / `.<name>.old-*`) under `parent`.
+
+    Args:
+        name: only the leftovers of this output (default: of any output).
+
+    Leftovers whose writing process is still alive (a concurrent writer) are kept.
+    """
+    removed: list[Path] = []
     if not Path(parent).is_dir():
         return removed
     for p in Path(parent).iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
+        m = _LEFTOVER.match(p.name)
+        if m is None or (name is not None and m["name"] != name) or _alive(m["pid"]):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 

@@ -146,3 +146,74 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         run("--version")
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"mtmusicldm {__version__}"
+
+
+@pytest.fixture
+def no_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output checks must come before any compute: sampling fails the test."""
+    import cli.arrange
+    import cli.generate
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sampled before checking --out")
+
+    monkeypatch.setattr(cli.arrange, "arrange", refuse)
+    monkeypatch.setattr(cli.generate, "generate", refuse)
+
+
+def test_arrange_never_overwrites_a_given_file(model_dir: Path, tmp_path: Path, no_sampling: None) -> None:
+    """--given DIR/bass.wav --out DIR: the user's original (6 channels, 96 kHz) must survive untouched."""
+    wav = 0.1 * np.random.default_rng(1).standard_normal((9600, 6)).astype(np.float32)
+    sf.write(str(tmp_path / "bass.wav"), wav, 96000, subtype="PCM_24")
+    original = (tmp_path / "bass.wav").read_bytes()
+    with pytest.raises(SystemExit, match=rf"writing bass.wav would overwrite the input {tmp_path / 'bass.wav'}"):
+        run("arrange", "--model", model_dir, "--given", f"bass={tmp_path / 'bass.wav'}", "--out", tmp_path)
+    (tmp_path / "arrangement.json").write_text("{}")  # even in an earlier output folder of ours
+    with pytest.raises(SystemExit, match="would overwrite the input"):
+        run("arrange", "--model", model_dir, "--given", f"bass={tmp_path / 'bass.wav'}", "--out", tmp_path)
+    assert (tmp_path / "bass.wav").read_bytes() == original
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("FILE", r"--out .*out.txt exists and is not a directory"),
+    ("FOREIGN", r"--out .*foreign already holds piano.wav \(not an earlier output of this command\)"),
+    ("/proc/mtmusicldm-out", r"--out /proc/mtmusicldm-out: /proc does not accept new files"),
+])
+def test_outputs_are_checked_before_any_work(model_dir: Path, inputs: dict[str, Path], tmp_path: Path,
+                                             no_sampling: None, out: str, message: str) -> None:
+    (tmp_path / "out.txt").write_text("notes")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "piano.wav").write_bytes(b"the user's own piano")
+    target = {"FILE": tmp_path / "out.txt", "FOREIGN": tmp_path / "foreign"}.get(out, Path(out))
+    with pytest.raises(SystemExit, match=message):
+        run("arrange", "--model", model_dir, "--given", f"bass={inputs['bass']}", "--out", target)
+    with pytest.raises(SystemExit, match=message):
+        run("generate", "--model", model_dir, "--out", target)
+    assert (tmp_path / "foreign" / "piano.wav").read_bytes() == b"the user's own piano"
+
+
+def test_generate_never_overwrites_the_reference(model_dir: Path, tmp_path: Path, no_sampling: None) -> None:
+    (tmp_path / "mix.wav").write_bytes(b"reference")
+    with pytest.raises(SystemExit, match="writing mix.wav would overwrite the input"):
+        run("generate", "--model", model_dir, "--out", tmp_path, "--reference", tmp_path / "mix.wav")
+
+
+def test_rerun_into_an_earlier_output_replaces_it(model_dir: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    for seed in ("1", "2"):
+        run("arrange", "--model", model_dir, "--given", f"drums={inputs['drums']}", "--out", out, "--steps", "2",
+            "--seed", seed)
+    assert json.loads((out / "arrangement.json").read_text())["seed"] == 2
+
+
+def test_arranged_stems_depend_on_the_given_file(model_dir: Path, inputs: dict[str, Path], tmp_path: Path) -> None:
+    """End to end: same seed, another given bass file -> another generated piano (given stems are copied back
+    whatever the model does, so only the generated ones show that arrangement used them)."""
+    other = tmp_path / "other_bass.wav"
+    sf.write(str(other), 0.3 * np.sin(2 * np.pi * 98 * np.arange(int(1.5 * SR)) / SR).astype(np.float32), SR)
+    pianos = []
+    for k, bass in enumerate((inputs["bass"], other)):
+        run("arrange", "--model", model_dir, "--given", f"bass={bass}", "--given", f"drums={inputs['drums']}",
+            "--generate", "piano", "--out", tmp_path / f"o{k}", "--steps", "4", "--seed", "5")
+        pianos.append(sf.read(str(tmp_path / f"o{k}" / "piano.wav"), dtype="float32")[0])
+    assert np.abs(pianos[0] - pianos[1]).max() > 1e-4

@@ -83,3 +83,16 @@ def test_import_official_errors(tmp_path: Path, uncond_ckpt: Path) -> None:
         main(["import-official", str(uncond_ckpt), str(tmp_path / "out"), "--stems", "bass,drums"])
     with pytest.raises(SystemExit, match="not found"):
         main(["import-official", str(tmp_path / "absent.ckpt"), str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("head", [b"", b"\x80\x02", b"\x80\x04\x95", b"PK\x03\x04"], ids=["raw", "p2", "p4", "zip"])
+def test_import_official_random_bytes_is_not_a_checkpoint(tmp_path: Path, head: bytes) -> None:
+    """Random bytes are called what they are, with no advice to unpickle them with --trust-checkpoint."""
+    path = tmp_path / "random.ckpt"
+    path.write_bytes(head + torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(len(head)),
+                                          dtype=torch.uint8).numpy().tobytes())
+    for extra in ([], ["--trust-checkpoint"]):
+        with pytest.raises(SystemExit) as e:
+            main(["import-official", str(path), str(tmp_path / "out"), *extra])
+        assert "not a PyTorch checkpoint" in str(e.value) and "--trust-checkpoint" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -103,7 +103,7 @@ def test_run_writes_model_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_cpu_processes(tmp_path):
+def test_accelerate_launch_two_cpu_processes(tmp_path, monkeypatch):
     params = _params(tmp_path, steps=2, checkpoint_every=2)
     _codec(tmp_path / "models" / "codec")  # latents.json names it relative to the working directory
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MTMUSICLDM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
@@ -119,3 +119,13 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert set(hashes) == {"0", "1"}, proc.stdout
     assert hashes["0"] == hashes["1"]  # DDP keeps the ranks bitwise identical
     assert MTMusicLDM.from_pretrained(tmp_path / "ldm").config["trained_steps"] == 2
+
+    # the 2-process checkpoint (Accelerate state, UNet stored unwrapped) resumes in one process: the weights go on,
+    # the data stream starts afresh
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MTMUSICLDM_NO_PROGRESS", "1")
+    p = load_params(_params(tmp_path, steps=3, checkpoint_every=2))
+    report = stage.run(p.seed, p.stems, p.model, p.diffusion, p.conditioning, p.train, tmp_path / "lat",
+                       tmp_path / "ck", tmp_path / "ldm")
+    assert report["start_step"] == 2 and report["steps"] == 3 and report["world_size"] == 1
+    assert any("data changed (world_size)" in n for n in report["notes"])

@@ -53,3 +53,14 @@ def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sf.write(str(d / "drums.flac"), np.stack([drums, 0.5 * drums], axis=1), 44100, subtype="PCM_24")
     (d / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
     return {"bass": d / "bass.wav", "drums": d / "drums.flac", "broken": d / "broken.wav"}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A skipped browser test must not pass unnoticed in `make test`: end the run with a banner."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser.py" in r.nodeid]
+    if skipped:
+        terminalreporter.write_sep("!", "STUDIO BROWSER TEST SKIPPED", red=True, bold=True)
+        reason = skipped[0].longrepr[2] if isinstance(skipped[0].longrepr, tuple) else str(skipped[0].longrepr)
+        terminalreporter.write_line(f"{reason.removeprefix('Skipped: ')}. The studio page was NOT tested in a "
+                                    "browser; CI (.ci/run, MTMUSICLDM_REQUIRE_BROWSER=1) counts this as a failure.",
+                                    red=True, bold=True)

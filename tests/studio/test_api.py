@@ -22,12 +22,13 @@ from tests.studio.conftest import SR
 from tests.tiny_models import TINY_SAMPLER
 
 FINAL = ("done", "failed", "cancelled")
+LOCAL = "http://127.0.0.1:7860"  # the studio answers only its own host names (studio.guard)
 
 
 @pytest.fixture(scope="module")
 def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(model_dir, max_upload_mb=1.0, work_root=tmp_path_factory.mktemp("work"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
     assert not app.state.root.exists(), "shutdown must remove the studio's temporary folder"
 
@@ -268,7 +269,7 @@ def test_conditional_model_validation(tmp_path: Path, audio_files: dict[str, Pat
     from tests.tiny_models import make_model_dir
 
     app = create_app(make_model_dir(tmp_path / "m", film_dim=32), work_root=tmp_path / "work")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/info").json()["conditional"] is True
         sid = new_session(c)
         assert put(c, sid, "reference", audio_files["drums"]).status_code == 200

@@ -11,6 +11,7 @@ from torch import Tensor
 from mtmusicldm.diffusion.denoiser import EpsDenoiser, vp_to_ve
 from mtmusicldm.diffusion.guidance import cfg
 from mtmusicldm.diffusion.schedules import DiffusionSchedule, get_sigmas_ddim
+from mtmusicldm.official import load_unet
 
 B, D = 3, 6
 SHAPE = (B, 4, 2, 4, 2)
@@ -70,7 +71,6 @@ def test_guidance_errors() -> None:
 
 def test_golden_first_step_cfg(golden_dir: Path) -> None:
     """The official first DDIM step: eps_uncond, eps_cond, and the guided x0 (= pred_x0[0])."""
-    load_unet = pytest.importorskip("mtmusicldm.official").load_unet
     golden = torch.load(golden_dir / "ddim.pt", weights_only=True)
     first = golden["first_step"]
     weights = torch.load(golden_dir / "unet_cond.pt", weights_only=True)["state_dict"]

@@ -14,6 +14,7 @@ from mtmusicldm.diffusion.noise import make_generators, randn_like_per_sample
 from mtmusicldm.diffusion.samplers import SamplerStep
 from mtmusicldm.diffusion.sampling import sample_latents
 from mtmusicldm.diffusion.schedules import DiffusionSchedule, get_timesteps_ddim_uniform
+from mtmusicldm.official import load_unet
 
 SHAPE = (2, 4, 3, 8, 4)  # [B, S, C, T, F]
 SCHEDULE = DiffusionSchedule()
@@ -36,7 +37,6 @@ def toy_unet(x: Tensor, t: Tensor, film: Tensor | None) -> Tensor:
 @pytest.mark.slow
 def test_golden_ddim_cfg_trajectory(golden_dir: Path) -> None:
     """Official DDIM(eta=0), 10 steps, CFG 2.0 on the tiny golden UNet: every x_prev, pred_x0 and final."""
-    load_unet = pytest.importorskip("mtmusicldm.official").load_unet
     golden = torch.load(golden_dir / "ddim.pt", weights_only=True)
     weights = torch.load(golden_dir / "unet_cond.pt", weights_only=True)["state_dict"]
     unet = load_unet(weights, golden["unet_config"])

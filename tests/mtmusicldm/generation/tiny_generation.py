@@ -68,6 +68,29 @@ class TinyModel:
         return self.unet
 
 
+class CopyStemUNet(torch.nn.Module):
+    """An eps-model whose denoised estimate of stem ``target`` is the current (noisy) stem ``source``: arrangement
+    with it must turn the given ``source`` into the generated ``target`` (a model that learned "play along")."""
+
+    def __init__(self, schedule: DiffusionSchedule, source: int = 0, target: int = 3) -> None:
+        super().__init__()
+        self.config = UNet3DConfig(film_dim=None)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device for model_device
+        self.alphas_cumprod, self.source, self.target = schedule.alphas_cumprod, source, target
+
+    def forward(self, x: Tensor, t: Tensor, film: Tensor | None) -> Tensor:
+        abar = self.alphas_cumprod[t.long().cpu()].to(x.dtype).reshape(-1, 1, 1, 1)
+        eps = torch.zeros_like(x)  # other stems: x0_hat = x
+        eps[:, self.target] = (x[:, self.target] - x[:, self.source]) / (1 - abar).sqrt()
+        return eps
+
+
+def make_copy_model(source: int = 0, target: int = 3) -> TinyModel:
+    """The tiny codec around :class:`CopyStemUNet`."""
+    tiny = make_tiny_model()
+    return TinyModel(CopyStemUNet(tiny.schedule, source, target), tiny.codec)
+
+
 def make_tiny_model(conditional: bool = False, seed: int = 0) -> TinyModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

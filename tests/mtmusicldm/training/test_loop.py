@@ -56,9 +56,13 @@ def make_latents(root: Path, n: int = 4, seed: int = 0) -> LatentsIndex:
     return read_latents_index(root)
 
 
+def accelerator(grad_accum: int) -> Accelerator:
+    return Accelerator(cpu=True, gradient_accumulation_steps=grad_accum, step_scheduler_with_optimizer=False)
+
+
 def run_train(index: LatentsIndex, ckpt: Path, **changes) -> loop.TrainResult:
     params = TRAIN.replace(**{k: v for k, v in changes.items() if k != "model"})
-    acc = Accelerator(cpu=True, gradient_accumulation_steps=params.grad_accum)
+    acc = accelerator(params.grad_accum)
     return loop.train(seed=3, stems=STEMS, model=changes.get("model", MODEL), diffusion=DIFFUSION, conditioning=COND,
                       train=params, latents=index, checkpoints=ckpt, accelerator=acc, log=lambda _: None)
 
@@ -151,6 +155,5 @@ def test_data_mismatch_is_reported_before_training(tmp_path):
     index = make_latents(tmp_path / "lat")
     with pytest.raises(ValueError, match="params.stems"):
         loop.train(seed=0, stems=STEMS[:3], model=MODEL, diffusion=DIFFUSION, conditioning=COND, train=TRAIN,
-                   latents=index, checkpoints=tmp_path / "ck", accelerator=Accelerator(cpu=True,
-                                                                                       gradient_accumulation_steps=2))
+                   latents=index, checkpoints=tmp_path / "ck", accelerator=accelerator(2))
     assert not (tmp_path / "ck").exists()

@@ -36,3 +36,27 @@ def test_clean_stale_tmp(tmp_path):
     (tmp_path / "keep").write_text("y")
     assert len(clean_stale_tmp(tmp_path)) == 2
     assert [q.name for q in tmp_path.iterdir()] == ["keep"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_atomic_dir_removes_leftovers_of_killed_writers_of_the_same_output(tmp_path):
+    import os
+
+    dead, alive = _dead_pid(), os.getpid()
+    for name in (f".out.tmp-{dead}-0badc0de", f".out.old-{dead}-0badc0de", f".out.tmp-{alive}-12345678",
+                 f".other.tmp-{dead}-0badc0de"):
+        (tmp_path / name).mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        assert tmp.name.startswith(f".out.tmp-{alive}-")
+        (tmp / "a").write_text("1")
+    # a live writer's folder and another output's leftovers are not ours to remove
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".other.tmp-{dead}-0badc0de",
+                                                          f".out.tmp-{alive}-12345678", "out"]
+    assert clean_stale_tmp(tmp_path) == [tmp_path / f".other.tmp-{dead}-0badc0de"]
