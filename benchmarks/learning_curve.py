@@ -140,6 +140,7 @@ def plot(curve: list[dict[str, Any]], samplers: list[dict[str, Any]], figure: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     colours = {"trained": "C0", "untrained": "C3", "shuffled": "C2", "real": "C7"}
     if figure is not None and curve:
@@ -156,9 +157,15 @@ def plot(curve: list[dict[str, Any]], samplers: list[dict[str, Any]], figure: Pa
                 ax.plot(minutes, v, style, color=colours[s], label=s, ms=3)
                 ax.fill_between(minutes, lo, hi, color=colours[s], alpha=0.15)
             ax.set_xscale("log")
+            ax.set_xticks(minutes, [f"{m:.0f}" for m in minutes])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if key.startswith("fad"):
+                ax.set_yscale("log")  # the untrained model is an order of magnitude away
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("training, CPU minutes (2 cores)")
-            ax.set_title(label, fontsize=9)
-            ax.grid(alpha=0.3)
+            ax.set_title(label + (" (offline backbone) ↓" if key.startswith("fad") else " ↑"), fontsize=9)
+            ax.grid(alpha=0.3, which="both")
         axes[0].legend(fontsize=8)
         fig.savefig(figure, dpi=90)
         plt.close(fig)
@@ -170,9 +177,16 @@ def plot(curve: list[dict[str, Any]], samplers: list[dict[str, Any]], figure: Pa
             ax.errorbar([r["steps"] for r in rs], [x["value"] for x in t],
                         yerr=[[x["value"] - x["low"] for x in t], [x["high"] - x["value"] for x in t]],
                         fmt="-o", capsize=3, label=name)
+        for r in samplers:
+            if r["fad_total"]:
+                ax.annotate(f"{r['seconds_per_sample']:g} s", (r["steps"], r["fad_total"]["trained"]["value"]),
+                            textcoords="offset points", xytext=(6, -10), fontsize=7)
         ax.set_xscale("log")
-        ax.set_xlabel("sampler steps (UNet evaluations)")
-        ax.set_ylabel("total-generation FAD (mix)")
+        steps = sorted({r["steps"] for r in samplers})
+        ax.set_xticks(steps, [str(n) for n in steps])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("sampler steps (UNet evaluations); labels: seconds per sample")
+        ax.set_ylabel("total-generation FAD (mix), offline")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.savefig(samplers_figure, dpi=90)
