@@ -39,6 +39,8 @@ def round_trip(model_dir: Path, samples: Path, out: Path, stems: tuple[str, ...]
         for key, rel in files.items():
             (out / key).mkdir(parents=True, exist_ok=True)
             (out / "tmp" / rel).replace(out / key / name)
+    if items:
+        (out / "tmp").rmdir()
     return len(items)
 
 
