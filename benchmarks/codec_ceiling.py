@@ -12,15 +12,16 @@ same backbone as `params.evaluate` unless told otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from mtmusicldm.audio import load_audio
+from mtmusicldm.audio import load_audio, save_audio
 from mtmusicldm.evaluation.fad_table import FadTable
-from mtmusicldm.generation.codec_io import decode_audio, encode_audio, write_stems
+from mtmusicldm.generation.codec_io import decode_audio, encode_audio, mix_stems
+from mtmusicldm.geometry import FRAME_SAMPLES
 from mtmusicldm.ldm import load_model
+from mtmusicldm.utils.fs import write_json
 from mtmusicldm.utils.rng import hash_seed
 from pipeline._common import load_params
 from pipeline.evaluate import make_backbone
@@ -32,15 +33,12 @@ def round_trip(model_dir: Path, samples: Path, out: Path, stems: tuple[str, ...]
     items = sorted(p.name for p in (samples / "target" / stems[0]).glob("*.wav"))
     for name in items:
         wav = torch.stack([torch.as_tensor(load_audio(samples / "target" / s / name)) for s in stems])[None]  # [1, S, n]
-        n = wav.shape[-1] - wav.shape[-1] % 640
+        n = wav.shape[-1] - wav.shape[-1] % FRAME_SAMPLES
         z = encode_audio(model, wav[..., :n], [hash_seed(0, "ceiling", name)])
-        audio = decode_audio(model, z, n)[0]
-        files = write_stems(out / "tmp", audio, stems, sample_rate)
-        for key, rel in files.items():
+        audio = decode_audio(model, z, n)[0]  # [S, n]
+        for key, track in zip((*stems, "mix"), (*audio, mix_stems(audio))):
             (out / key).mkdir(parents=True, exist_ok=True)
-            (out / "tmp" / rel).replace(out / key / name)
-    if items:
-        (out / "tmp").rmdir()
+            save_audio(out / key / name, track.numpy(), sample_rate, subtype="FLOAT")
     return len(items)
 
 
@@ -62,7 +60,7 @@ def main() -> None:
     print(f"{count} items, backbone {evaluate.backbone}; FAD of the mix against the targets (95 % interval)")
     for name, r in rows.items():
         print(f"  {name:18s} {r.value:.2f} [{r.low:.2f}, {r.high:.2f}]")
-    (args.out / "ceiling.json").write_text(json.dumps({k: r.as_dict() for k, r in rows.items()}, indent=1))
+    write_json(args.out / "ceiling.json", {k: r.as_dict() for k, r in rows.items()})
 
 
 if __name__ == "__main__":

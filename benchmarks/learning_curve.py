@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from mtmusicldm.config import Params
+from mtmusicldm.utils.fs import write_json
 from pipeline import download, encode, evaluate, prepare, sample, train, train_codec
 from pipeline._common import load_params
 
@@ -110,9 +111,7 @@ def save_results(work: Path, **parts: list[dict[str, Any]]) -> None:
     path = work / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {"curve": [], "samplers": []}
     results.update(parts)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+    write_json(path, results)
 
 
 def _cell(rec: dict[str, Any] | None) -> str:

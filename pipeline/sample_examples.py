@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from mtmusicldm.audio import save_audio
 from mtmusicldm.config import SampleParams
-from mtmusicldm.generation import arrange, generate, mix_stems
+from mtmusicldm.generation import arrange, generate, write_stems
 from mtmusicldm.ldm import MTMusicLDM
 from mtmusicldm.utils.fs import write_json
 from mtmusicldm.utils.rng import name_key, sequence_seed
@@ -75,8 +74,5 @@ def write_examples(out: Path, model: MTMusicLDM, sample: SampleParams, seed: int
 
 def _write(folder: Path, wav: torch.Tensor, stems: Sequence[str], sr: int, subtype: str, what: str,
            generated: list[str]) -> dict[str, Any]:
-    folder.mkdir(parents=True)
-    for s, name in enumerate(stems):
-        save_audio(folder / f"{name}.wav", wav[s].numpy(), sr, subtype=subtype)
-    save_audio(folder / "mix.wav", mix_stems(wav).numpy(), sr, subtype=subtype)
+    write_stems(folder, wav, stems, sr, subtype)
     return {"folder": folder.name, "what": what, "generated": generated, "seconds": round(wav.shape[-1] / sr, 3)}
