@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from cli import arrange, download, fad, generate, import_codec, import_official, params, prepare, profile, studio
 from cli._common import params_flag
 from mtmusicldm import __version__
-from mtmusicldm.config import ParamsError
+from pipeline._common import STAGE_ERRORS
 
 COMMANDS = (profile, params, download, prepare, generate, arrange, import_official, import_codec, studio, fad)
 """The command modules, in `--help` order."""
@@ -44,5 +44,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ParamsError, FileNotFoundError, ValueError) as e:
+    except STAGE_ERRORS as e:  # the stages' notion of bad input, one home
         raise SystemExit(f"mtmusicldm {args.command}: {e}") from None
